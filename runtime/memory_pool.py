@@ -1,0 +1,89 @@
+"""Token-granular KV memory: the request→slots table and the per-layer K/V buffers.
+
+Page size is 1 (like SGLang): every token owns one KV slot. Slot 0 is never handed out; it is
+a padding target so padded batches (CUDA graphs) can write somewhere harmless.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class ReqToTokenPool:
+    """``req_to_token[req_slot, pos] -> kv_slot`` for up to ``max_reqs`` live sequences."""
+
+    def __init__(self, max_reqs: int, max_context_len: int, device: torch.device | str) -> None:
+        self.max_reqs = max_reqs
+        self.max_context_len = max_context_len
+        self.req_to_token = torch.zeros(
+            (max_reqs, max_context_len), dtype=torch.int64, device=device
+        )
+        self._free_rows = list(range(max_reqs - 1, -1, -1))
+
+    def available_size(self) -> int:
+        return len(self._free_rows)
+
+    def alloc(self) -> int | None:
+        return self._free_rows.pop() if self._free_rows else None
+
+    def free(self, row: int) -> None:
+        assert 0 <= row < self.max_reqs and row not in self._free_rows
+        self._free_rows.append(row)
+
+    def write(self, row: int, start: int, slots: list[int]) -> None:
+        if slots:
+            self.req_to_token[row, start : start + len(slots)] = torch.tensor(
+                slots, dtype=torch.int64, device=self.req_to_token.device
+            )
+
+    def read(self, row: int, length: int) -> list[int]:
+        return self.req_to_token[row, :length].tolist()
+
+
+class KVSlotAllocator:
+    """Free list of KV slots ``1..size`` (slot 0 is the padding slot)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._free = list(range(size, 0, -1))
+
+    def available_size(self) -> int:
+        return len(self._free)
+
+    def alloc(self, num_slots: int) -> list[int] | None:
+        if num_slots > len(self._free):
+            return None
+        taken = self._free[len(self._free) - num_slots :]
+        del self._free[len(self._free) - num_slots :]
+        taken.reverse()
+        return taken
+
+    def free(self, slots: list[int]) -> None:
+        self._free.extend(slots)
+
+
+class KVCache:
+    """Per-layer K and V buffers indexed by KV slot: ``(size + 1, num_kv_heads, head_dim)``."""
+
+    def __init__(
+        self,
+        size: int,
+        num_layers: int,
+        num_kv_heads: int,
+        head_dim: int,
+        dtype: torch.dtype,
+        device: torch.device | str,
+    ) -> None:
+        shape = (size + 1, num_kv_heads, head_dim)
+        self.size = size
+        self.k_buffer = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
+        self.v_buffer = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
+
+    def write(self, layer_id: int, loc: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+        """Stores K/V of new tokens. loc: (num_tokens,); k, v: (num_tokens, num_kv_heads, head_dim)."""
+        self.k_buffer[layer_id][loc] = k.to(self.k_buffer[layer_id].dtype)
+        self.v_buffer[layer_id][loc] = v.to(self.v_buffer[layer_id].dtype)
+
+    @staticmethod
+    def bytes_per_token(num_layers: int, num_kv_heads: int, head_dim: int, dtype: torch.dtype) -> int:
+        return 2 * num_layers * num_kv_heads * head_dim * torch.empty((), dtype=dtype).element_size()
