@@ -1,0 +1,50 @@
+"""The attention backend interface and its registry (ABC + registry + lazy import)."""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+
+import torch
+
+from radixlm.runtime.forward_batch import ForwardBatch
+from radixlm.runtime.memory_pool import KVCache, ReqToTokenPool
+
+
+class AttentionBackend(ABC):
+    """Attends each new token over its sequence's cached prefix plus the new tokens (causal).
+
+    ``prepare`` runs once per batch (index tensors, masks, kernel plans); ``forward`` runs once
+    per layer and is the only place that touches the KV cache.
+    """
+
+    def __init__(self, kv_cache: KVCache, req_to_token_pool: ReqToTokenPool) -> None:
+        self.kv_cache = kv_cache
+        self.req_to_token_pool = req_to_token_pool
+
+    @abstractmethod
+    def prepare(self, batch: ForwardBatch) -> None: ...
+
+    @abstractmethod
+    def forward(
+        self,
+        q: torch.Tensor,  # (num_tokens, num_heads, head_dim)
+        k: torch.Tensor,  # (num_tokens, num_kv_heads, head_dim) of the new tokens
+        v: torch.Tensor,  # (num_tokens, num_kv_heads, head_dim) of the new tokens
+        layer_id: int,
+        scaling: float,
+    ) -> torch.Tensor:  # (num_tokens, num_heads, head_dim)
+        """Writes k/v at the batch's ``out_cache_loc``, then attends."""
+
+
+# name -> "module:Class", imported only when chosen so CPU installs never import GPU libraries.
+ATTENTION_BACKENDS: dict[str, str] = {
+    "torch": "radixlm.runtime.attention.torch_backend:TorchAttentionBackend",
+}
+
+
+def get_attention_backend_class(name: str) -> type[AttentionBackend]:
+    if name not in ATTENTION_BACKENDS:
+        raise ValueError(f"unknown attention backend {name!r}; choose from {sorted(ATTENTION_BACKENDS)}")
+    module_name, class_name = ATTENTION_BACKENDS[name].split(":")
+    return getattr(importlib.import_module(module_name), class_name)
