@@ -11,7 +11,6 @@ import math
 from typing import Any
 
 import msgspec
-
 from radixlm.runtime.errors import InvalidRequestError
 
 MAX_N = 16

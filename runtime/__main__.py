@@ -1,0 +1,3 @@
+from radixlm.runtime.cli import main
+
+main()

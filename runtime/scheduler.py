@@ -1,0 +1,301 @@
+"""The scheduler process: one loop that batches requests, runs the model and emits tokens.
+
+recv requests/aborts -> move compiled-grammar requests to waiting -> pick a batch (prefill of
+waiting requests, longest-prefix-first, chunked under a token budget; else decode of all running)
+-> forward -> sample under grammar masks -> jump-forward -> finish checks, radix-cache inserts
+-> send token updates. On KV exhaustion the youngest running requests are retracted to the
+waiting queue (their outputs are kept). A failing request finishes with an error; the loop lives.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import zmq
+from radixlm.runtime import ipc
+from radixlm.runtime.batch_runner import BatchRunner
+from radixlm.runtime.grammar_manager import GrammarManager
+from radixlm.runtime.io_struct import (
+    AbortRequest,
+    FinishReason,
+    FlushCacheReply,
+    FlushCacheRequest,
+    GenerateRequest,
+    ShutdownRequest,
+    StateReply,
+    StateRequest,
+    TokenBatch,
+)
+from radixlm.runtime.kv_manager import KVManager
+from radixlm.runtime.output_builder import OutputBuilder
+from radixlm.runtime.request import Req
+from radixlm.runtime.schedule_policy import PrefillBudget, order_waiting
+from radixlm.runtime.scheduler_config import SchedulerConfig
+
+logger = logging.getLogger(__name__)
+
+MIN_NEW_TOKEN_RATIO = 0.1
+NEW_TOKEN_RATIO_DECAY = 0.002
+RETRACT_NEW_TOKEN_RATIO_STEP = 0.1
+
+
+class Scheduler:
+    def __init__(
+        self,
+        config: SchedulerConfig,
+        kv: KVManager,
+        runner: BatchRunner,
+        grammars: GrammarManager,
+        outputs: OutputBuilder,
+    ) -> None:
+        self.config = config
+        self.kv = kv
+        self.runner = runner
+        self.grammars = grammars
+        self.outputs = outputs
+        self.waiting: list[Req] = []
+        self.running: list[Req] = []
+        self.new_token_ratio = config.init_new_token_ratio
+        self.stats = {
+            "retractions": 0,
+            "aborted": 0,
+            "finished": 0,
+            "prompt_tokens": 0,
+            "cached_tokens": 0,
+            "generation_tokens": 0,
+            "forward_passes": 0,
+        }
+
+    # ---- inputs ---------------------------------------------------------------------------
+
+    def handle(self, message) -> object | None:
+        """Applies one inbound message; returns a reply to send for control messages."""
+        if isinstance(message, GenerateRequest):
+            self.add_request(message)
+        elif isinstance(message, AbortRequest):
+            self.abort(message.rid, message.abort_all)
+        elif isinstance(message, FlushCacheRequest):
+            return self.flush_cache(message.request_id)
+        elif isinstance(message, StateRequest):
+            return StateReply(request_id=message.request_id, state=self.state())
+        return None
+
+    def add_request(self, request: GenerateRequest) -> None:
+        req = self.runner.new_req(request)
+        self.stats["prompt_tokens"] += len(req.input_ids)
+        error = self.config.validate(req)
+        if error is not None:
+            req.finish_with(FinishReason(type="abort", message=error, status_code=400))
+            self.outputs.add(req)
+            return
+        if self.grammars.needs_grammar(req):
+            self.grammars.submit(req)
+        else:
+            self.waiting.append(req)
+
+    def abort(self, rid: str, abort_all: bool = False) -> None:
+        reason = FinishReason(type="abort", message="aborted by request", status_code=499)
+        for req in self.grammars.remove(rid, abort_all):
+            self._finish(req, reason, keep_in_cache=False)
+        for queue in (self.waiting, self.running):
+            for req in [r for r in queue if abort_all or r.rid == rid]:
+                queue.remove(req)
+                self._finish(req, reason, keep_in_cache=False)
+
+    def flush_cache(self, request_id: str) -> FlushCacheReply:
+        if self.running or self.waiting or self.grammars.pending:
+            return FlushCacheReply(
+                request_id=request_id,
+                success=False,
+                message="cannot flush the cache while requests are running",
+            )
+        self.kv.allocator.free(self.kv.cache.reset())
+        return FlushCacheReply(request_id=request_id, success=True)
+
+    def state(self) -> dict:
+        kv_state = self.kv.check(self.running + self.waiting)
+        return {
+            **kv_state,
+            **self.stats,
+            "num_running": len(self.running),
+            "num_waiting": len(self.waiting),
+            "num_grammar_queue": len(self.grammars.pending),
+            "new_token_ratio": self.new_token_ratio,
+        }
+
+    # ---- one step ------------------------------------------------------------------------
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.running or self.waiting or self.grammars.pending)
+
+    def step(self) -> None:
+        self.waiting.extend(self.grammars.collect_ready(self._finish_failed_grammar))
+        chosen = self._schedule_prefill()
+        if chosen:
+            self._run(chosen, is_prefill=True)
+        elif self.running:
+            self._prepare_decode()
+            if self.running:
+                self._run([(r, r.num_pending) for r in self.running], is_prefill=False)
+
+    def _schedule_prefill(self) -> list[tuple[Req, int]]:
+        if not self.waiting:
+            return []
+        max_new = self.config.max_running_requests - len(self.running)
+        if max_new <= 0:
+            return []
+        reserved = sum(int(r.remaining_new_tokens * self.new_token_ratio) for r in self.running)
+        budget = PrefillBudget(
+            available_tokens=self.kv.available(),
+            reserved_tokens=reserved,
+            max_pass_tokens=self.config.chunk_size,
+            max_new_requests=max_new,
+            new_token_ratio=self.new_token_ratio,
+        )
+        ordered = order_waiting(self.waiting, self.config.schedule_policy, self.kv.prefix_len)
+        # A chunked request already holds KV for part of its prompt: it always goes first.
+        ordered.sort(key=lambda r: r.req_pool_idx is None)
+        chosen: list[tuple[Req, int]] = []
+        for req in ordered:
+            if req.req_pool_idx is None and not self.kv.admit(req):
+                break
+            if not budget.try_add(req, req.kv_len):
+                if (
+                    req.kv_len == req.tree_prefix_len
+                ):  # nothing computed yet: give row and lock back
+                    self.kv.release(req, keep_in_cache=False)
+                break
+            chosen.append(budget.chosen[-1])
+            if chosen[-1][1] < req.num_pending:
+                break  # a chunked request ends the pass
+        for req, _ in chosen:
+            self.waiting.remove(req)
+        return chosen
+
+    def _prepare_decode(self) -> None:
+        """Makes room for one more pass of every running request, retracting if KV runs out."""
+        self.new_token_ratio = max(
+            MIN_NEW_TOKEN_RATIO, self.new_token_ratio - NEW_TOKEN_RATIO_DECAY
+        )
+        needed = sum(r.num_pending for r in self.running)
+        while needed > self.kv.available() and len(self.running) > 1:
+            victim = max(self.running, key=lambda r: (r.arrival, r.rid))  # the youngest
+            self.running.remove(victim)
+            needed -= victim.num_pending
+            self._retract(victim)
+        if needed > self.kv.available() and self.running:
+            req = self.running.pop()
+            self._finish(
+                req,
+                FinishReason(
+                    type="abort", status_code=503, message="KV cache too small for this request"
+                ),
+                False,
+            )
+
+    def _retract(self, req: Req) -> None:
+        self.kv.release(req, keep_in_cache=True)
+        req.retractions += 1
+        self.stats["retractions"] += 1
+        self.waiting.append(req)
+        self.new_token_ratio = min(1.0, self.new_token_ratio + RETRACT_NEW_TOKEN_RATIO_STEP)
+        logger.info(
+            "KV cache full: retracted request %s (%d tokens kept as output)",
+            req.rid,
+            len(req.output_ids),
+        )
+
+    def _run(self, chosen: list[tuple[Req, int]], is_prefill: bool) -> None:
+        slots = self.kv.alloc(sum(n for _, n in chosen))
+        if slots is None:
+            assert is_prefill, "_prepare_decode guarantees room for a decode pass"
+            # Admission estimates were off: requeue and retry after the running requests move on.
+            self.waiting.extend(req for req, _ in chosen)
+            return
+        offset = 0
+        for req, n in chosen:
+            self.kv.extend(req, slots[offset : offset + n])
+            offset += n
+        self.stats["forward_passes"] += 1
+        try:
+            self.runner.run(chosen, slots)
+        except Exception as exc:  # a bad batch fails its requests, never the loop
+            logger.exception("forward pass failed")
+            for req, n in chosen:
+                req.kv_len += n
+                if req in self.running:
+                    self.running.remove(req)
+                self._finish(
+                    req,
+                    FinishReason(type="abort", status_code=500, message=f"internal error: {exc}"),
+                    False,
+                )
+            return
+        for req, _ in chosen:
+            if req.finish is not None:
+                if req in self.running:
+                    self.running.remove(req)
+                self._finish(req, req.finish, keep_in_cache=True)
+            elif is_prefill and req not in self.running:
+                if req.in_prefill:
+                    self.waiting.insert(0, req)  # a chunked request continues next pass
+                else:
+                    self.running.append(req)
+            self.outputs.add(req)
+
+    def _finish(self, req: Req, reason: FinishReason, keep_in_cache: bool) -> None:
+        req.finish_with(reason)
+        if req.finish.type == "abort":
+            self.stats["aborted"] += 1
+        else:
+            self.stats["finished"] += 1
+            self.stats["cached_tokens"] += req.cached_tokens
+        self.kv.release(req, keep_in_cache=keep_in_cache and req.finish.type != "abort")
+        self.grammars.discard(req)
+        self.outputs.add(req)
+
+    def _finish_failed_grammar(self, req: Req, message: str) -> None:
+        self._finish(req, FinishReason(type="abort", message=message, status_code=400), False)
+
+
+def run_scheduler_loop(scheduler: Scheduler, inbox: ipc.Channel, outbox: ipc.Channel) -> None:
+    """Blocks on the inbox when idle; drains it without blocking between passes."""
+    poller = zmq.Poller()
+    poller.register(inbox.socket, zmq.POLLIN)
+    last_check = time.monotonic()
+    shutdown_deadline: float | None = None
+    while True:
+        if scheduler.busy:
+            timeout_ms = 0 if (scheduler.running or scheduler.waiting) else 5
+        else:
+            timeout_ms = None
+        while poller.poll(timeout_ms):
+            message = inbox.recv()
+            if isinstance(message, ShutdownRequest):
+                shutdown_deadline = time.monotonic() + message.timeout_s
+                continue
+            reply = scheduler.handle(message)
+            if reply is not None:
+                outbox.send(reply)
+            timeout_ms = 0
+        if shutdown_deadline is not None and (
+            not scheduler.busy or time.monotonic() >= shutdown_deadline
+        ):
+            scheduler.abort("", abort_all=True)
+            _flush(scheduler, outbox)
+            return
+        scheduler.step()
+        _flush(scheduler, outbox)
+        if not scheduler.busy and time.monotonic() - last_check > 1.0:
+            state = scheduler.kv.check([])
+            if not state["ok"]:
+                logger.error("KV pool invariant broken while idle: %s", state)
+            last_check = time.monotonic()
+
+
+def _flush(scheduler: Scheduler, outbox: ipc.Channel) -> None:
+    updates = scheduler.outputs.drain()
+    if updates:
+        outbox.send(TokenBatch(updates=updates))
