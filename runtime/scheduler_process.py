@@ -1,24 +1,25 @@
-"""Entry point of the scheduler process: builds the model runner, caches and loop, then serves."""
+"""Entry point of the scheduler process: builds the model runner, caches and loop, then serves.
+
+The launcher imports this module to name the process target, so everything that pulls in torch
+is imported inside the functions: the HTTP process must stay light.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
+from typing import TYPE_CHECKING
 
-import zmq
 from radixlm.runtime import ipc
-from radixlm.runtime.batch_runner import BatchRunner
-from radixlm.runtime.grammar_manager import GrammarManager
-from radixlm.runtime.kv_manager import KVManager
-from radixlm.runtime.model_config import ModelConfig
 from radixlm.runtime.model_loader import ResolvedModel
-from radixlm.runtime.output_builder import OutputBuilder
 from radixlm.runtime.process_utils import die_with_parent, setup_logging
-from radixlm.runtime.scheduler import Scheduler, run_scheduler_loop
-from radixlm.runtime.scheduler_config import SchedulerConfig
 from radixlm.runtime.server_args import ServerArgs
 from radixlm.runtime.tokenizer import Tokenizer
+
+if TYPE_CHECKING:
+    from radixlm.runtime.grammar_manager import GrammarManager
+    from radixlm.runtime.scheduler import Scheduler
 
 logger = logging.getLogger(__name__)
 
@@ -29,8 +30,15 @@ GPU_DEFAULT_MAX_RUNNING_REQUESTS = 512
 
 def build_scheduler(args: ServerArgs, resolved: ResolvedModel) -> tuple[Scheduler, dict]:
     import torch
+
     from radixlm.radix_cache import RadixCache
+    from radixlm.runtime.batch_runner import BatchRunner
+    from radixlm.runtime.kv_manager import KVManager
+    from radixlm.runtime.model_config import ModelConfig
     from radixlm.runtime.model_runner import ModelRunner
+    from radixlm.runtime.output_builder import OutputBuilder
+    from radixlm.runtime.scheduler import Scheduler
+    from radixlm.runtime.scheduler_config import SchedulerConfig
 
     device = (
         args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
@@ -110,6 +118,8 @@ def _torch_dtype(name: str, device: str):
 def _grammar_manager(
     args: ServerArgs, tokenizer: Tokenizer, vocab_size: int, eos_ids
 ) -> GrammarManager:
+    from radixlm.runtime.grammar_manager import GrammarManager
+
     if args.grammar_backend == "none":
         return GrammarManager(None, None)
     from radixlm.constrained import GrammarCompiler, GrammarSpec, create_grammar_backend
@@ -136,6 +146,11 @@ def run_scheduler(args_json: str, resolved_json: str, endpoints_json: str, ready
         logger.exception("scheduler failed to start")
         ready_conn.send_bytes(json.dumps({"error": f"{type(exc).__name__}: {exc}"}).encode())
         return
+
+    import zmq
+
+    from radixlm.runtime.scheduler import run_scheduler_loop
+
     context = zmq.Context()
     inbox = ipc.scheduler_inbox(context, endpoints)
     outbox = ipc.outbox(context, endpoints.to_detokenizer)

@@ -1,0 +1,191 @@
+"""The scheduler against a fake model runner: batching, prefix reuse, chunking, retraction, abort."""
+
+from __future__ import annotations
+
+import pytest
+
+from radixlm.radix_cache import RadixCache
+from radixlm.runtime.batch_runner import BatchRunner
+from radixlm.runtime.grammar_manager import GrammarManager
+from radixlm.runtime.io_struct import AbortRequest, GenerateRequest, StateRequest
+from radixlm.runtime.kv_manager import KVManager
+from radixlm.runtime.output_builder import OutputBuilder
+from radixlm.runtime.sampling_params import SamplingParams
+from radixlm.runtime.scheduler import Scheduler
+from radixlm.runtime.scheduler_config import SchedulerConfig
+from tests.runtime.fake_model import EOS, VOCAB, FakeModelRunner, FakeTokenizer
+
+
+def make_scheduler(max_total_tokens=4096, chunk_size=512, policy="lpm", disable_cache=False,
+                   max_running=64, **runner_kwargs) -> Scheduler:
+    runner = FakeModelRunner(max_total_tokens=max_total_tokens, **runner_kwargs)
+    kv = KVManager(runner.token_allocator, runner.req_to_token_pool,
+                   RadixCache(disabled=disable_cache), cache_enabled=not disable_cache)
+    config = SchedulerConfig(context_len=1024, vocab_size=VOCAB, max_running_requests=max_running,
+                             chunk_size=chunk_size, schedule_policy=policy)
+    batch_runner = BatchRunner(runner, FakeTokenizer(), [EOS], 1024, VOCAB)
+    return Scheduler(config, kv, batch_runner, GrammarManager(None, None), OutputBuilder())
+
+
+def request(rid: str, ids: list[int], max_new_tokens: int = 8, **params) -> GenerateRequest:
+    sampling = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0, **params)
+    return GenerateRequest(rid=rid, input_ids=ids, sampling=sampling)
+
+
+def run_all(scheduler: Scheduler, requests: list[GenerateRequest], max_steps: int = 10_000):
+    results: dict[str, dict] = {}
+    for r in requests:
+        scheduler.handle(r)
+    for _ in range(max_steps):
+        for update in scheduler.outputs.drain():
+            entry = results.setdefault(update.rid, {"ids": []})
+            entry["ids"] += update.new_output_ids
+            entry["finish"] = update.finish
+            entry["cached"] = update.cached_tokens
+        if not scheduler.busy:
+            break
+        scheduler.step()
+    for update in scheduler.outputs.drain():
+        entry = results.setdefault(update.rid, {"ids": []})
+        entry["ids"] += update.new_output_ids
+        entry["finish"] = update.finish
+        entry["cached"] = update.cached_tokens
+    assert not scheduler.busy, "scheduler did not drain"
+    return results
+
+
+def prompts(n: int, length: int, shared: int = 0) -> list[list[int]]:
+    prefix = [(7 * k) % (VOCAB - 2) + 2 for k in range(shared)]
+    return [prefix + [(i * 13 + k * 5) % (VOCAB - 2) + 2 for k in range(length - shared)]
+            for i in range(n)]
+
+
+def solo_outputs(ids_list, max_new_tokens=8, **kwargs):
+    out = []
+    for i, ids in enumerate(ids_list):
+        res = run_all(make_scheduler(**kwargs), [request(f"r{i}", ids, max_new_tokens)])
+        out.append(res[f"r{i}"]["ids"])
+    return out
+
+
+def assert_invariant(scheduler: Scheduler) -> None:
+    state = scheduler.handle(StateRequest(request_id="x")).state
+    assert state["ok"], state
+    assert state["request_owned"] == 0
+
+
+@pytest.mark.parametrize("policy", ["lpm", "fcfs"])
+def test_concurrent_requests_match_solo_outputs(policy):
+    ids_list = prompts(12, 20, shared=8)
+    expected = solo_outputs(ids_list)
+    scheduler = make_scheduler(policy=policy)
+    results = run_all(scheduler, [request(f"r{i}", ids) for i, ids in enumerate(ids_list)])
+    assert [results[f"r{i}"]["ids"] for i in range(12)] == expected
+    assert all(results[f"r{i}"]["finish"].type == "length" for i in range(12))
+    assert_invariant(scheduler)
+
+
+def test_shared_prefix_is_reported_as_cached():
+    scheduler = make_scheduler()
+    first, second = prompts(2, 60, shared=50)
+    run_all(scheduler, [request("a", first)])
+    results = run_all(scheduler, [request("b", second)])
+    assert results["b"]["cached"] >= 50
+    assert_invariant(scheduler)
+
+
+def test_disabled_cache_reuses_nothing_and_frees_everything():
+    scheduler = make_scheduler(disable_cache=True)
+    first, second = prompts(2, 60, shared=50)
+    run_all(scheduler, [request("a", first)])
+    results = run_all(scheduler, [request("b", second)])
+    assert results["b"]["cached"] == 0
+    state = scheduler.state()
+    assert state["free"] == state["total"]
+
+
+def test_chunked_prefill_gives_the_same_outputs():
+    ids_list = prompts(4, 150)
+    expected = solo_outputs(ids_list)
+    scheduler = make_scheduler(chunk_size=32)
+    results = run_all(scheduler, [request(f"r{i}", ids) for i, ids in enumerate(ids_list)])
+    assert [results[f"r{i}"]["ids"] for i in range(4)] == expected
+    assert_invariant(scheduler)
+
+
+def test_kv_exhaustion_retracts_and_keeps_outputs():
+    ids_list = prompts(8, 40)
+    expected = solo_outputs(ids_list, max_new_tokens=40)
+    # 8 requests x 80 tokens do not fit in 200 slots at once.
+    scheduler = make_scheduler(max_total_tokens=200)
+    results = run_all(scheduler, [request(f"r{i}", ids, 40) for i, ids in enumerate(ids_list)])
+    assert scheduler.stats["retractions"] > 0
+    assert [results[f"r{i}"]["ids"] for i in range(8)] == expected
+    assert_invariant(scheduler)
+
+
+def test_abort_frees_kv_and_keeps_partial_kv_out_of_the_cache():
+    scheduler = make_scheduler()
+    ids_list = prompts(3, 30)
+    for i, ids in enumerate(ids_list):
+        scheduler.handle(request(f"r{i}", ids, 50))
+    for _ in range(5):
+        scheduler.step()
+    scheduler.handle(AbortRequest(rid="r1"))
+    results = run_all(scheduler, [])
+    assert results["r1"]["finish"].type == "abort"
+    assert results["r0"]["finish"].type == "length" and results["r2"]["finish"].type == "length"
+    # Only the two finished requests' tokens are cached (30 prompt + 50 output - last, each).
+    assert scheduler.kv.cache.total_size() == 2 * (30 + 49)
+    assert_invariant(scheduler)
+
+
+def test_prefill_only_request_finishes_with_length_zero_and_caches_the_prompt():
+    scheduler = make_scheduler()
+    ids = prompts(1, 40)[0]
+    results = run_all(scheduler, [request("p", ids, max_new_tokens=0)])
+    assert results["p"]["ids"] == []
+    assert results["p"]["finish"].type == "length" and results["p"]["finish"].length == 0
+    again = run_all(scheduler, [request("q", ids + [5, 6], max_new_tokens=1)])
+    assert again["q"]["cached"] >= 39
+
+
+def test_eos_and_min_new_tokens():
+    scheduler = make_scheduler(eos_every=25)
+    ids = prompts(1, 20)[0]
+    results = run_all(scheduler, [request("e", ids, 30)])
+    assert results["e"]["finish"].type == "stop" and results["e"]["finish"].matched == EOS
+    assert len(results["e"]["ids"]) == 5
+    results = run_all(scheduler, [request("m", ids, 30, min_new_tokens=10)])
+    assert len(results["m"]["ids"]) >= 10 and EOS not in results["m"]["ids"][:10]
+
+
+def test_stop_strings_and_stop_token_ids():
+    scheduler = make_scheduler()
+    ids = prompts(1, 20)[0]
+    free = run_all(scheduler, [request("f", ids, 10)])["f"]["ids"]
+    stop_text = f"<{free[3]}>"
+    res = run_all(scheduler, [request("s", ids, 10, stop=(stop_text,))])["s"]
+    first_hit = next(i for i, t in enumerate(free) if f"<{t}>" == stop_text)
+    assert res["ids"] == free[: first_hit + 1]
+    assert res["finish"].type == "stop" and res["finish"].matched == stop_text
+    res = run_all(scheduler, [request("t", ids, 10, stop_token_ids=(free[2],))])["t"]
+    assert res["ids"][-1] == free[2] and res["finish"].matched == free[2]
+
+
+def test_forward_failure_fails_only_its_batch_and_the_loop_survives():
+    scheduler = make_scheduler(fail_on_token=63)
+    bad = [63] * 10
+    good = prompts(1, 10)[0]
+    results = run_all(scheduler, [request("bad", bad)])
+    assert results["bad"]["finish"].type == "abort"
+    results = run_all(scheduler, [request("good", good)])
+    assert results["good"]["finish"].type == "length"
+    assert_invariant(scheduler)
+
+
+def test_invalid_request_is_rejected_with_a_reason():
+    scheduler = make_scheduler()
+    results = run_all(scheduler, [request("x", [VOCAB + 5])])
+    assert results["x"]["finish"].type == "abort" and results["x"]["finish"].status_code == 400
+    assert "outside the vocabulary" in results["x"]["finish"].message
