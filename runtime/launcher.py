@@ -61,6 +61,7 @@ class ServerProcesses:
             name="radixlm-detokenizer",
             daemon=True,
         )
+        logger.info("internal sockets in ipc://%s", self.endpoints.directory)
         self._procs = [scheduler, detokenizer]
         for proc in self._procs:
             proc.start()

@@ -1,0 +1,58 @@
+"""Launch and shutdown: ready line, SIGTERM exits 0 with no child left and sockets removed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import requests
+
+from tests.server_harness import ServerProcess
+
+
+def children_of(pid: int) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        out.append(int(entry))
+            except (OSError, ValueError, IndexError):
+                pass
+    return out
+
+
+def test_sigterm_finishes_in_flight_work_and_leaves_nothing_behind():
+    server = ServerProcess("--max-total-tokens", "4096")
+    children = children_of(server.proc.pid)
+    assert len(children) >= 2  # scheduler and detokenizer
+    log = server.log_text()
+    assert "radixlm ready at" in log
+    ipc_dirs = [line.split("ipc://")[1].strip() for line in log.splitlines() if "ipc://" in line]
+    assert ipc_dirs and all(os.path.isdir(d) for d in ipc_dirs)
+    result = {}
+
+    def long_request() -> None:
+        body = {"text": "Once upon a time", "sampling_params": {"max_new_tokens": 40, "ignore_eos": True}}
+        result["res"] = requests.post(server.url + "/generate", json=body, timeout=120)
+
+    worker = threading.Thread(target=long_request)
+    worker.start()
+    time.sleep(1.0)
+    assert server.stop(signal.SIGTERM) == 0
+    worker.join(60)
+    assert result["res"].status_code == 200
+    assert result["res"].json()["meta_info"]["completion_tokens"] == 40
+    assert all(not os.path.exists(f"/proc/{pid}") for pid in children)
+    assert all(not os.path.exists(d) for d in ipc_dirs)
+
+
+def test_binding_defaults_to_localhost_and_warns_on_public_without_key():
+    server = ServerProcess("--max-total-tokens", "2048", "--host", "0.0.0.0")
+    try:
+        assert "without --api-key" in server.log_text()
+    finally:
+        server.stop()
