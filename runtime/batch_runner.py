@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+
 from radixlm.runtime import sampler
 from radixlm.runtime.forward_batch import ForwardMode, build_forward_batch
 from radixlm.runtime.io_struct import FinishReason, GenerateRequest

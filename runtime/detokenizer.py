@@ -6,6 +6,7 @@ import json
 import logging
 
 import zmq
+
 from radixlm.runtime import ipc
 from radixlm.runtime.incremental_detokenizer import DecodeState
 from radixlm.runtime.io_struct import FinishReason, TextBatch, TextUpdate, TokenBatch, TokenUpdate

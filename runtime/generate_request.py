@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
+
 from radixlm.runtime.errors import InvalidRequestError
 from radixlm.runtime.sampling_params import SamplingParams
 

@@ -10,12 +10,13 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
 from radixlm.runtime.errors import InvalidRequestError
 from radixlm.runtime.generate_request import parse_generate
 from radixlm.runtime.native_api import RequestFailedError, generate, generate_stream
 from radixlm.runtime.sampling_params import SamplingParams
 from radixlm.runtime.tokenizer_manager import ServerOverloadedError, TokenizerManager
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 logger = logging.getLogger(__name__)
 

@@ -7,6 +7,7 @@ Control replies from the scheduler travel through the detokenizer unchanged.
 from __future__ import annotations
 
 import msgspec
+
 from radixlm.runtime.sampling_params import SamplingParams
 
 # A logprob entry as SGLang returns it, before text is attached: (logprob | None, token_id).

@@ -10,6 +10,7 @@ from typing import Any
 
 import msgspec
 import zmq
+
 from radixlm.runtime.io_struct import ToDetokenizer, ToScheduler, ToTokenizer
 
 

@@ -11,6 +11,7 @@ import math
 from typing import Any
 
 import msgspec
+
 from radixlm.runtime.errors import InvalidRequestError
 
 MAX_N = 16

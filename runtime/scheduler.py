@@ -13,6 +13,7 @@ import logging
 import time
 
 import zmq
+
 from radixlm.runtime import ipc
 from radixlm.runtime.batch_runner import BatchRunner
 from radixlm.runtime.grammar_manager import GrammarManager

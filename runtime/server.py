@@ -13,6 +13,7 @@ import sys
 import time
 
 import uvicorn
+
 from radixlm.runtime.http_server import create_app, make_grammar_validator
 from radixlm.runtime.launcher import ServerProcesses
 from radixlm.runtime.process_utils import setup_logging

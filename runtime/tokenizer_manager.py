@@ -13,6 +13,7 @@ from typing import Any
 
 import zmq
 import zmq.asyncio
+
 from radixlm.runtime import ipc
 from radixlm.runtime.errors import InvalidRequestError
 from radixlm.runtime.generate_request import ParsedRequest
