@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.radixlm-installed
+# SGLang's own frontend client, torch-free, to prove it drives our server (issue 3).
+SGL_VENV := .venv-sglang
+SGL_STAMP := $(SGL_VENV)/.installed
 SERVE_ARGS ?=
 
 .PHONY: serve test lint clean
@@ -17,10 +20,16 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install -q -e '.[test]'
 	touch $(STAMP)
 
+$(SGL_STAMP):
+	test -x $(SGL_VENV)/bin/python || $(PYTHON) -m venv $(SGL_VENV)
+	$(SGL_VENV)/bin/pip install -q --no-deps sglang==0.5.10.post1
+	$(SGL_VENV)/bin/pip install -q numpy pybase64 requests IPython pydantic tqdm aiohttp
+	touch $(SGL_STAMP)
+
 serve: $(STAMP)
 	$(BIN)/radixlm serve $(SERVE_ARGS)
 
-test: $(STAMP)
+test: $(STAMP) $(SGL_STAMP)
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
@@ -28,4 +37,4 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 clean:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(SGL_VENV)
