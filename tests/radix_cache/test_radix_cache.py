@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
+
 from radixlm.radix_cache import RadixCache
 
 

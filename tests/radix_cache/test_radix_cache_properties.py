@@ -10,6 +10,7 @@ from __future__ import annotations
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
 from radixlm.radix_cache import RadixCache, TreeNode
 
 # A tiny alphabet makes shared prefixes, splits and branching common.
@@ -89,7 +90,8 @@ class RadixCacheMachine(RuleBasedStateMachine):
         freed = self.cache.evict(num_tokens)
         self._return(freed)
         freed_set = set(freed)
-        removed = {p for p, slot in self.ref.items() if slot in freed_set}
+        removed_slots = {p: slot for p, slot in self.ref.items() if slot in freed_set}
+        removed = set(removed_slots)
         assert len(removed) == len(freed), "evict returned slots the cache did not hold"
         assert not removed & locked, "evict freed a locked prefix"
         for p in removed:
@@ -98,6 +100,16 @@ class RadixCacheMachine(RuleBasedStateMachine):
             assert len(p) == 1 or p[:-1] in self.ref, f"evict left {p} without its parent"
         remaining_unlocked = len(self.ref) - len(locked)
         assert len(freed) >= num_tokens or remaining_unlocked == 0
+        # No overshoot: freeing stopped right after the node that reached the target. That node is
+        # the run at the end of `freed` where each slot's prefix extends the previous one.
+        slot_prefix = {slot: p for p, slot in removed_slots.items()}
+        last_node_len = 1 if freed else 0
+        while last_node_len < len(freed):
+            before = slot_prefix[freed[-last_node_len - 1]]
+            if slot_prefix[freed[-last_node_len]][:-1] != before:
+                break
+            last_node_len += 1
+        assert not freed or len(freed) - last_node_len < num_tokens
         # LRU: nothing freed was touched more recently than any unlocked leaf left behind.
         parents = {p[:-1] for p in self.ref}
         left_leaves = [p for p in self.ref if p not in parents and p not in locked]
@@ -129,6 +141,6 @@ class RadixCacheMachine(RuleBasedStateMachine):
 
 
 RadixCacheMachine.TestCase.settings = settings(
-    max_examples=150, stateful_step_count=40, deadline=None
+    max_examples=100, stateful_step_count=40, deadline=None
 )
 test_radix_cache_against_reference = RadixCacheMachine.TestCase
