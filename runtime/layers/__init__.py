@@ -1,1 +1,1 @@
-"""layers."""
+"""Building blocks the model files are made of (linear, norm, rotary, activation, embedding)."""

@@ -1,1 +1,1 @@
-"""models."""
+"""Model implementations and the architecture registry."""

@@ -1,0 +1,12 @@
+"""SwiGLU's gate: silu(gate) * up on a fused ``[gate | up]`` projection output."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def silu_and_mul(gate_up: torch.Tensor) -> torch.Tensor:
+    # gate_up: (num_tokens, 2 * intermediate) -> (num_tokens, intermediate)
+    half = gate_up.shape[-1] // 2
+    return F.silu(gate_up[..., :half]).mul_(gate_up[..., half:])

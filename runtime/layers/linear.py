@@ -1,0 +1,74 @@
+"""Linear layers that know how they would be sharded across tensor-parallel ranks.
+
+Column-parallel layers split their output rows across ranks, row-parallel ones their input
+columns (and sum the partial results). With the default ``tp_size=1`` they are plain linears.
+Weights are created uninitialized: the runner loads them or fills them with a dummy init.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class ColumnParallelLinear(nn.Module):
+    """``y = x W^T + b`` with W's rows (outputs) split across ranks; outputs stay sharded."""
+
+    def __init__(
+        self,
+        input_size: int,
+        output_sizes: list[int],
+        bias: bool = False,
+        tp_rank: int = 0,
+        tp_size: int = 1,
+    ) -> None:
+        super().__init__()
+        assert all(size % tp_size == 0 for size in output_sizes), (output_sizes, tp_size)
+        self.tp_rank = tp_rank
+        self.tp_size = tp_size
+        # Several logical matrices stacked along the output dim (q/k/v, gate/up): one matmul.
+        self.shard_sizes = [size // tp_size for size in output_sizes]
+        self.shard_offsets = [sum(self.shard_sizes[:i]) for i in range(len(self.shard_sizes))]
+        self.weight = nn.Parameter(
+            torch.empty(sum(self.shard_sizes), input_size), requires_grad=False
+        )
+        self.bias = (
+            nn.Parameter(torch.empty(sum(self.shard_sizes)), requires_grad=False) if bias else None
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight, self.bias)
+
+    def load_shard(self, index: int, loaded: torch.Tensor, is_bias: bool = False) -> None:
+        """Copies this rank's part of logical matrix ``index`` (full, unsharded) into place."""
+        size, offset = self.shard_sizes[index], self.shard_offsets[index]
+        target = self.bias if is_bias else self.weight
+        assert target is not None
+        assert loaded.shape[0] == size * self.tp_size, (loaded.shape, size, self.tp_size)
+        target[offset : offset + size].copy_(loaded.narrow(0, self.tp_rank * size, size))
+
+
+class RowParallelLinear(nn.Module):
+    """``y = x W^T`` with W's columns (inputs) split across ranks; partial sums all-reduced."""
+
+    def __init__(
+        self, input_size: int, output_size: int, tp_rank: int = 0, tp_size: int = 1
+    ) -> None:
+        super().__init__()
+        assert input_size % tp_size == 0, (input_size, tp_size)
+        self.tp_rank = tp_rank
+        self.tp_size = tp_size
+        self.weight = nn.Parameter(
+            torch.empty(output_size, input_size // tp_size), requires_grad=False
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.linear(x, self.weight)
+        if self.tp_size > 1:
+            torch.distributed.all_reduce(out)
+        return out
+
+    def load_shard(self, loaded: torch.Tensor) -> None:
+        size = self.weight.shape[1]
+        self.weight.copy_(loaded.narrow(1, self.tp_rank * size, size))

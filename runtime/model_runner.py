@@ -1,0 +1,120 @@
+"""Owns the model, its weights, the paged KV memory and the attention backend; runs one
+forward pass per scheduler batch and returns logits."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+
+import torch
+
+from radixlm.runtime.attention.base import get_attention_backend_class
+from radixlm.runtime.forward_batch import ForwardBatch
+from radixlm.runtime.memory_pool import KVCache, KVSlotAllocator, ReqToTokenPool
+from radixlm.runtime.model_config import ModelConfig
+from radixlm.runtime.model_loader.resolve import ResolvedModel
+from radixlm.runtime.model_loader.weights import init_dummy_weights, iter_safetensors
+from radixlm.runtime.models.registry import get_model_class
+
+
+def default_dtype_for(device: torch.device) -> torch.dtype:
+    # This project's CPUs have no fast bf16 matmul (no AMX / avx512_bf16): float32 there.
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+def max_total_tokens_for_gpu(
+    model_config: ModelConfig, dtype: torch.dtype, device: torch.device, mem_fraction_static: float
+) -> int:
+    """KV slots that fit once the weights are loaded, with SGLang's meaning of the fraction:
+    weights + KV cache together use ``mem_fraction_static`` of the GPU's total memory."""
+    free, total = torch.cuda.mem_get_info(device)
+    kv_bytes = free - total * (1.0 - mem_fraction_static)
+    per_token = KVCache.bytes_per_token(
+        model_config.num_layers, model_config.num_kv_heads, model_config.head_dim, dtype
+    )
+    num_tokens = int(kv_bytes // per_token)
+    if num_tokens <= 0:
+        raise RuntimeError(
+            f"no GPU memory left for the KV cache ({free / 2**30:.1f} GiB free of "
+            f"{total / 2**30:.1f} GiB); raise --mem-fraction-static"
+        )
+    return num_tokens
+
+
+@contextlib.contextmanager
+def _default_dtype(dtype: torch.dtype) -> Iterator[None]:
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
+class ModelRunner:
+    def __init__(
+        self,
+        model_config: ModelConfig,
+        resolved: ResolvedModel,
+        *,
+        device: str = "cpu",
+        dtype: torch.dtype | None = None,
+        attention_backend: str = "torch",
+        max_total_tokens: int | None,
+        max_running_requests: int,
+        context_len: int,
+        seed: int = 0,
+        mem_fraction_static: float = 0.88,
+    ) -> None:
+        """``dtype=None`` picks float32 on CPU, bfloat16 on CUDA. ``max_total_tokens=None`` sizes
+        the KV pool from ``mem_fraction_static`` (CUDA only; CPU callers must pass it)."""
+        self.model_config = model_config
+        self.device = torch.device(device)
+        self.dtype = dtype or default_dtype_for(self.device)
+        self.context_len = context_len
+        if self.device.type == "cpu":
+            # One intra-op thread per core we may run on; more only oversubscribes.
+            torch.set_num_threads(min(torch.get_num_threads(), len(os.sched_getaffinity(0))))
+
+        model_class = get_model_class(model_config.architecture)
+        with torch.device(self.device), _default_dtype(self.dtype):
+            self.model = model_class(model_config, max_positions=context_len)
+        with torch.inference_mode():
+            if resolved.weights_format == "dummy":
+                init_dummy_weights(self.model, seed)
+            else:
+                self.model.load_weights(iter_safetensors(resolved.model_dir))
+        self.model.eval()
+
+        if max_total_tokens is None:
+            if self.device.type != "cuda":
+                raise ValueError("max_total_tokens must be given on CPU")
+            max_total_tokens = max_total_tokens_for_gpu(
+                model_config, self.dtype, self.device, mem_fraction_static
+            )
+        self.max_total_tokens = max_total_tokens
+        self.req_to_token_pool = ReqToTokenPool(max_running_requests, context_len, self.device)
+        self.token_allocator = KVSlotAllocator(max_total_tokens)
+        self.kv_cache = KVCache(
+            max_total_tokens,
+            model_config.num_layers,
+            model_config.num_kv_heads,
+            model_config.head_dim,
+            self.dtype,
+            self.device,
+        )
+        self.attn_backend = get_attention_backend_class(attention_backend)(
+            self.kv_cache, self.req_to_token_pool
+        )
+
+    @torch.inference_mode()
+    def forward(self, batch: ForwardBatch) -> torch.Tensor:
+        """Float32 logits (num_logits, vocab_size) for ``batch.logits_indices``, in that order.
+
+        Writes the new tokens' K/V at ``batch.out_cache_loc`` as a side effect.
+        """
+        self.attn_backend.prepare(batch)
+        hidden_states = self.model(batch.input_ids, batch.positions, batch, self.attn_backend)
+        # Only the wanted rows go through the LM head (vocab-sized matmul).
+        return self.model.compute_logits(hidden_states[batch.logits_indices])
