@@ -41,27 +41,27 @@ class PrefillBudget:
     chosen: list[tuple[Req, int]] = field(default_factory=list)  # (request, tokens this pass)
     pass_tokens: int = 0
 
-    def try_add(self, req: Req, prefix_len: int) -> bool:
-        """Adds the request (possibly a chunk of it); False when the budget is exhausted."""
+    def try_add(self, req: Req, prefix_len: int) -> int:
+        """Adds the request, or a chunk of it; returns the tokens taken (0: budget exhausted)."""
         if len(self.chosen) >= self.max_new_requests:
-            return False
+            return 0
         pending = len(req.all_ids) - prefix_len
         room_in_pass = self.max_pass_tokens - self.pass_tokens
         if room_in_pass <= 0:
-            return False
+            return 0
         future = int(req.remaining_new_tokens * self.new_token_ratio)
         free_for_us = self.available_tokens - self.reserved_tokens
         if pending <= room_in_pass:
             if pending + future > free_for_us:
-                return False
+                return 0
             take = pending
         else:
             # Chunk: only the last admitted request may be split, and it must fit its chunk.
             take = room_in_pass
             if take > free_for_us:
-                return False
+                return 0
         self.chosen.append((req, take))
         self.pass_tokens += take
         self.available_tokens -= take
         self.reserved_tokens += future
-        return take == pending
+        return take

@@ -162,14 +162,14 @@ class Scheduler:
         for req in ordered:
             if req.req_pool_idx is None and not self.kv.admit(req):
                 break
-            if not budget.try_add(req, req.kv_len):
-                if (
-                    req.kv_len == req.tree_prefix_len
-                ):  # nothing computed yet: give row and lock back
+            taken = budget.try_add(req, req.kv_len)
+            if not taken:
+                if req.kv_len == req.tree_prefix_len:
+                    # Nothing computed yet: give the row and the prefix lock back until it fits.
                     self.kv.release(req, keep_in_cache=False)
                 break
-            chosen.append(budget.chosen[-1])
-            if chosen[-1][1] < req.num_pending:
+            chosen.append((req, taken))
+            if taken < req.num_pending:
                 break  # a chunked request ends the pass
         for req, _ in chosen:
             self.waiting.remove(req)

@@ -155,7 +155,7 @@ def test_eos_and_min_new_tokens():
     ids = prompts(1, 20)[0]
     results = run_all(scheduler, [request("e", ids, 30)])
     assert results["e"]["finish"].type == "stop" and results["e"]["finish"].matched == EOS
-    assert len(results["e"]["ids"]) == 5
+    assert len(results["e"]["ids"]) == 6 and results["e"]["ids"][-1] == EOS  # from position 24
     results = run_all(scheduler, [request("m", ids, 30, min_new_tokens=10)])
     assert len(results["m"]["ids"]) >= 10 and EOS not in results["m"]["ids"][:10]
 
