@@ -1,0 +1,42 @@
+"""OpenAI ``response_format`` -> the ``json_schema`` constraint string (SGLang's mapping)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from radixlm.runtime.errors import InvalidRequestError
+
+# What SGLang sends for json_object: any JSON object.
+JSON_OBJECT_SCHEMA = json.dumps({"type": "object"})
+
+
+def json_schema_of(response_format: Any) -> str | None:
+    """The schema to constrain the output to, or None for free text."""
+    if response_format is None:
+        return None
+    if not isinstance(response_format, dict):
+        raise InvalidRequestError("response_format must be an object", "response_format")
+    kind = response_format.get("type")
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return JSON_OBJECT_SCHEMA
+    if kind == "json_schema":
+        spec = response_format.get("json_schema")
+        if not isinstance(spec, dict):
+            raise InvalidRequestError(
+                "response_format.json_schema must be an object with a schema",
+                "response_format.json_schema",
+            )
+        schema = spec.get("schema")
+        if not isinstance(schema, dict):
+            raise InvalidRequestError(
+                "response_format.json_schema.schema must be a JSON schema object",
+                "response_format.json_schema.schema",
+            )
+        return json.dumps(schema)
+    raise InvalidRequestError(
+        f"response_format.type must be text, json_object or json_schema, got {kind!r}",
+        "response_format.type",
+    )
