@@ -29,6 +29,7 @@ from radixlm.runtime.io_struct import (
     TextUpdate,
     ToTokenizer,
 )
+from radixlm.runtime.metrics import RequestTiming, ServerMetrics
 from radixlm.runtime.tokenizer import Tokenizer
 
 logger = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ class RequestState:
     input_logprobs: list | None = None
     input_top_logprobs: list | None = None
     finished: bool = False
+    timing: RequestTiming = field(default_factory=RequestTiming)
 
 
 class TokenizerManager:
@@ -65,12 +67,14 @@ class TokenizerManager:
         vocab_size: int,
         max_inflight_requests: int | None = None,
         validate_grammar=None,
+        metrics: ServerMetrics | None = None,
     ) -> None:
         self.tokenizer = tokenizer
         self.context_len = context_len
         self.vocab_size = vocab_size
         self.max_inflight_requests = max_inflight_requests
         self.validate_grammar = validate_grammar
+        self.metrics = metrics
         self._async_context = zmq.asyncio.Context()
         self._inbox = ipc.tokenizer_inbox(self._async_context, endpoints)
         # Sends never block (PUSH to a live peer), so the outbox can be a plain socket.
@@ -144,14 +148,28 @@ class TokenizerManager:
             self.validate_grammar(request.sampling)
         return ids
 
-    def submit(self, request: ParsedRequest, prompt_ids: list[int]) -> RequestState:
+    def _check_capacity(self, num_requests: int) -> None:
         if not self.accepting:
+            self._count_rejected()
             raise ServerOverloadedError("the server is shutting down")
         if (
             self.max_inflight_requests is not None
-            and self.num_inflight >= self.max_inflight_requests
+            and self.num_inflight + num_requests > self.max_inflight_requests
         ):
+            self._count_rejected()
             raise ServerOverloadedError("too many requests in the queue; retry later")
+
+    def _count_rejected(self) -> None:
+        if self.metrics is not None:
+            self.metrics.count_rejected()
+
+    def submit_many(self, items: list[tuple[ParsedRequest, list[int]]]) -> list[RequestState]:
+        """Admits a group (the choices of one call) whole or not at all."""
+        self._check_capacity(len(items))
+        return [self.submit(request, ids) for request, ids in items]
+
+    def submit(self, request: ParsedRequest, prompt_ids: list[int]) -> RequestState:
+        self._check_capacity(1)
         if request.rid in self._states:
             raise InvalidRequestError(f"duplicate rid {request.rid!r}", "rid")
         state = RequestState(request=request, prompt_ids=prompt_ids)
@@ -191,6 +209,9 @@ class TokenizerManager:
             state.input_logprobs = update.input_logprobs
             state.input_top_logprobs = update.input_top_logprobs
         state.finished = update.finish is not None
+        if self.metrics is not None:
+            finish_type = update.finish.type if update.finish is not None else None
+            self.metrics.observe(state.timing, len(update.new_output_ids), finish_type)
 
     def abort(self, rid: str = "", abort_all: bool = False) -> None:
         self._send(AbortRequest(rid=rid, abort_all=abort_all))
