@@ -25,6 +25,10 @@ DISCONNECT_POLL_S = 0.2
 UNPROTECTED_PATHS = frozenset({"/health"})
 
 
+def _encodable(text: str) -> str:
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def error_response(
     status: int, message: str, param: str | None = None, headers=None
 ) -> JSONResponse:
@@ -37,9 +41,10 @@ def error_response(
     }
     body = {
         "error": {
-            "message": message,
+            # Messages may quote client input; keep them encodable whatever it held.
+            "message": _encodable(message),
             "type": kinds.get(status, "server_error"),
-            "param": param,
+            "param": None if param is None else _encodable(param),
             "code": status,
         }
     }
@@ -47,13 +52,49 @@ def error_response(
 
 
 async def read_json(request: Request) -> Any:
-    raw = await request.body()
-    if len(raw) > MAX_BODY_BYTES:
-        raise InvalidRequestError(f"request body larger than {MAX_BODY_BYTES} bytes", "body", 413)
+    too_large = InvalidRequestError(f"request body larger than {MAX_BODY_BYTES} bytes", "body", 413)
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise too_large  # refused before reading a byte of it
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise too_large
+        chunks.append(chunk)
     try:
-        return json.loads(raw)
+        body = json.loads(b"".join(chunks))
+        where = lone_surrogate_path(body, "body")
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InvalidRequestError(f"malformed JSON body: {exc}", "body") from None
+    except RecursionError:
+        raise InvalidRequestError("the JSON body is nested too deeply", "body") from None
+    if where is not None:
+        # JSON escapes like "\ud800" decode to strings no tokenizer or UTF-8 encoder accepts.
+        raise InvalidRequestError(f"{where} contains a lone surrogate (invalid Unicode)", where)
+    return body
+
+
+def lone_surrogate_path(value: Any, path: str) -> str | None:
+    """Path of the first string (value or key) that is not encodable as UTF-8, or None."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return path
+        return None
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            found = lone_surrogate_path(item, f"{path}[{i}]")
+            if found is not None:
+                return found
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            name = key if path == "body" else f"{path}.{key}"
+            found = lone_surrogate_path(key, name) or lone_surrogate_path(item, name)
+            if found is not None:
+                return found
+    return None
 
 
 async def until_disconnected(request: Request) -> None:
@@ -162,6 +203,14 @@ def create_app(
             )
         result = await cancel_on_disconnect(request, generate(manager, parsed))
         return result if isinstance(result, Response) else JSONResponse(result)
+
+    if manager.metrics is not None:
+
+        @app.get("/metrics")
+        async def metrics() -> Response:
+            state = await manager.scheduler_state()
+            text = manager.metrics.render(state, manager.num_inflight)
+            return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.get("/get_model_info")
     @app.get("/model_info")
