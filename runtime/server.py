@@ -16,6 +16,8 @@ import uvicorn
 
 from radixlm.runtime.http_server import create_app, make_grammar_validator
 from radixlm.runtime.launcher import ServerProcesses
+from radixlm.runtime.metrics import ServerMetrics
+from radixlm.runtime.openai_api import register_openai_routes
 from radixlm.runtime.process_utils import setup_logging
 from radixlm.runtime.server_args import ServerArgs
 from radixlm.runtime.tokenizer import Tokenizer
@@ -41,6 +43,10 @@ def build_model_info(processes: ServerProcesses, tokenizer: Tokenizer) -> dict:
     }
 
 
+def served_model_name(args: ServerArgs, processes: ServerProcesses) -> str:
+    return args.served_model_name or processes.resolved.display_path
+
+
 def build_manager(args: ServerArgs, processes: ServerProcesses) -> TokenizerManager:
     tokenizer = Tokenizer(processes.resolved.tokenizer_dir)
     info = processes.info
@@ -54,6 +60,7 @@ def build_manager(args: ServerArgs, processes: ServerProcesses) -> TokenizerMana
         vocab_size=info["vocab_size"],
         max_inflight_requests=max_inflight,
         validate_grammar=make_grammar_validator() if args.grammar_backend != "none" else None,
+        metrics=ServerMetrics(served_model_name(args, processes)),
     )
 
 
@@ -76,6 +83,13 @@ def serve(args: ServerArgs) -> int:
         server_info,
         api_key=args.api_key,
         incremental_streaming_output=args.incremental_streaming_output,
+        extra_routes=lambda app: register_openai_routes(
+            app,
+            manager,
+            served_model_name(args, processes),
+            processes.info["context_length"],
+            model_aliases=[p for p in (processes.resolved.display_path, args.model_path) if p],
+        ),
     )
     config = uvicorn.Config(
         app,
