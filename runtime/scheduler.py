@@ -39,6 +39,7 @@ logger = logging.getLogger(__name__)
 MIN_NEW_TOKEN_RATIO = 0.1
 NEW_TOKEN_RATIO_DECAY = 0.002
 RETRACT_NEW_TOKEN_RATIO_STEP = 0.1
+DECODE_LOG_INTERVAL = 40  # decode passes between throughput log lines (SGLang's default)
 
 
 class Scheduler:
@@ -66,7 +67,12 @@ class Scheduler:
             "cached_tokens": 0,
             "generation_tokens": 0,
             "forward_passes": 0,
+            "grammar_compiles": 0,
+            "grammar_compile_seconds": 0.0,
+            "gen_throughput": 0.0,
         }
+        self._decode_passes = 0
+        self._decode_log_start = (time.monotonic(), 0)  # (time, generation_tokens) at last log
 
     # ---- inputs ---------------------------------------------------------------------------
 
@@ -132,7 +138,12 @@ class Scheduler:
         return bool(self.running or self.waiting or self.grammars.pending)
 
     def step(self) -> None:
-        self.waiting.extend(self.grammars.collect_ready(self._finish_failed_grammar))
+        ready = self.grammars.collect_ready(self._finish_failed_grammar)
+        if ready:
+            now = time.monotonic()
+            self.stats["grammar_compiles"] += len(ready)
+            self.stats["grammar_compile_seconds"] += sum(now - r.arrival for r in ready)
+        self.waiting.extend(ready)
         chosen = self._schedule_prefill()
         if chosen:
             self._run(chosen, is_prefill=True)
@@ -220,6 +231,7 @@ class Scheduler:
             self.kv.extend(req, slots[offset : offset + n])
             offset += n
         self.stats["forward_passes"] += 1
+        num_output_before = sum(len(req.output_ids) for req, _ in chosen)
         try:
             self.runner.run(chosen, slots)
         except Exception as exc:  # a bad batch fails its requests, never the loop
@@ -234,6 +246,10 @@ class Scheduler:
                     False,
                 )
             return
+        self.stats["generation_tokens"] += (
+            sum(len(req.output_ids) for req, _ in chosen) - num_output_before
+        )
+        self._log_batch(chosen, is_prefill)
         for req, _ in chosen:
             if req.finish is not None:
                 if req in self.running:
@@ -245,6 +261,39 @@ class Scheduler:
                 else:
                     self.running.append(req)
             self.outputs.add(req)
+
+    def _log_batch(self, chosen: list[tuple[Req, int]], is_prefill: bool) -> None:
+        """SGLang's periodic lines ("Prefill batch. ..." / "Decode batch. ...") users grep."""
+        total = self.kv.pool_size
+        used = total - self.kv.allocator.available_size() - self.kv.cache.evictable_size()
+        if is_prefill:
+            logger.info(
+                "Prefill batch. #new-seq: %d, #new-token: %d, #cached-token: %d, "
+                "token usage: %.2f, #running-req: %d, #queue-req: %d",
+                len(chosen),
+                sum(n for _, n in chosen),
+                sum(req.cached_tokens for req, _ in chosen),
+                used / total,
+                len(self.running),
+                len(self.waiting),
+            )
+            return
+        self._decode_passes += 1
+        if self._decode_passes % DECODE_LOG_INTERVAL:
+            return
+        start_time, start_tokens = self._decode_log_start
+        now, tokens = time.monotonic(), self.stats["generation_tokens"]
+        self.stats["gen_throughput"] = (tokens - start_tokens) / max(now - start_time, 1e-9)
+        self._decode_log_start = (now, tokens)
+        logger.info(
+            "Decode batch. #running-req: %d, #token: %d, token usage: %.2f, "
+            "gen throughput (token/s): %.2f, #queue-req: %d",
+            len(self.running),
+            used,
+            used / total,
+            self.stats["gen_throughput"],
+            len(self.waiting),
+        )
 
     def _finish(self, req: Req, reason: FinishReason, keep_in_cache: bool) -> None:
         req.finish_with(reason)
