@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import torch
 
 from radixlm.runtime.attention.base import get_attention_backend_class
+from radixlm.runtime.cuda_graph_runner import CudaGraphRunner
 from radixlm.runtime.forward_batch import ForwardBatch
 from radixlm.runtime.memory_pool import KVCache, KVSlotAllocator, ReqToTokenPool
 from radixlm.runtime.model_config import ModelConfig
@@ -66,9 +67,12 @@ class ModelRunner:
         context_len: int,
         seed: int = 0,
         mem_fraction_static: float = 0.88,
+        cuda_graph_max_bs: int | None = None,
     ) -> None:
         """``dtype=None`` picks float32 on CPU, bfloat16 on CUDA. ``max_total_tokens=None`` sizes
-        the KV pool from ``mem_fraction_static`` (CUDA only; CPU callers must pass it)."""
+        the KV pool from ``mem_fraction_static`` (CUDA only; CPU callers must pass it).
+        ``cuda_graph_max_bs`` captures decode graphs up to that batch size (CUDA and a backend
+        that supports them only); ``None`` runs every pass eagerly."""
         self.model_config = model_config
         self.device = torch.device(device)
         self.dtype = dtype or default_dtype_for(self.device)
@@ -107,13 +111,30 @@ class ModelRunner:
         self.attn_backend = get_attention_backend_class(attention_backend)(
             self.kv_cache, self.req_to_token_pool
         )
+        self.cuda_graph_runner: CudaGraphRunner | None = None
+        if (
+            cuda_graph_max_bs
+            and self.device.type == "cuda"
+            and self.attn_backend.supports_cuda_graph
+        ):
+            self.cuda_graph_runner = CudaGraphRunner(
+                self.model,
+                self.attn_backend,
+                model_config.num_heads,
+                min(cuda_graph_max_bs, max_running_requests),
+                self.device,
+            )
 
     @torch.inference_mode()
     def forward(self, batch: ForwardBatch) -> torch.Tensor:
         """Float32 logits (num_logits, vocab_size) for ``batch.logits_indices``, in that order.
 
-        Writes the new tokens' K/V at ``batch.out_cache_loc`` as a side effect.
+        Writes the new tokens' K/V at ``batch.out_cache_loc`` as a side effect. Decode passes
+        that fit a captured CUDA graph return a view of its output buffer, valid until the
+        next pass.
         """
+        if self.cuda_graph_runner is not None and self.cuda_graph_runner.can_run(batch):
+            return self.cuda_graph_runner.replay(batch)
         self.attn_backend.prepare(batch)
         hidden_states = self.model(batch.input_ids, batch.positions, batch, self.attn_backend)
         # Only the wanted rows go through the LM head (vocab-sized matmul).

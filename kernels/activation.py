@@ -1,0 +1,44 @@
+"""Triton SiLU-and-mul: ``silu(gate) * up`` over a fused ``[gate | up]`` row in one pass.
+
+Reference: ``kernels.reference.silu_and_mul_reference``.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _silu_and_mul_kernel(
+    GateUp,  # (num_rows, 2 * d): gate in the first half, up in the second
+    Out,  # (num_rows, d)
+    stride_in,
+    stride_out,
+    d,
+    BLOCK: tl.constexpr,
+):
+    row = tl.program_id(0)
+    offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < d
+    gate = tl.load(GateUp + row * stride_in + offs, mask=mask, other=0.0)
+    up = tl.load(GateUp + row * stride_in + d + offs, mask=mask, other=0.0)
+    g = gate.to(tl.float32)
+    # Round silu(gate) to the input dtype before the multiply, as the two-op HF MLP does.
+    act = (g / (1.0 + tl.exp(-g))).to(gate.dtype)
+    out = act.to(tl.float32) * up.to(tl.float32)
+    tl.store(Out + row * stride_out + offs, out.to(Out.dtype.element_ty), mask=mask)
+
+
+def silu_and_mul(gate_up: torch.Tensor) -> torch.Tensor:
+    """(num_rows, 2 * d) -> (num_rows, d)."""
+    assert gate_up.dim() == 2 and gate_up.stride(1) == 1
+    num_rows, width = gate_up.shape
+    d = width // 2
+    out = torch.empty((num_rows, d), dtype=gate_up.dtype, device=gate_up.device)
+    block = min(1024, triton.next_power_of_2(d))
+    _silu_and_mul_kernel[(num_rows, triton.cdiv(d, block))](
+        gate_up, out, gate_up.stride(0), out.stride(0), d, BLOCK=block, num_warps=4
+    )
+    return out
