@@ -123,9 +123,12 @@ def _grammar_manager(
     if args.grammar_backend == "none":
         return GrammarManager(None, None)
     from radixlm.constrained import GrammarCompiler, GrammarSpec, create_grammar_backend
-    from radixlm.runtime.grammar_vocab import build_tokenizer_vocab
+    from transformers import AutoTokenizer
 
-    vocab = build_tokenizer_vocab(tokenizer, vocab_size, eos_ids)
+    from radixlm.runtime.grammar_vocab import vocab_from_hf_tokenizer
+
+    hf_tokenizer = AutoTokenizer.from_pretrained(tokenizer.model_dir)
+    vocab = vocab_from_hf_tokenizer(hf_tokenizer, vocab_size=vocab_size, eos_token_ids=eos_ids)
     backend = create_grammar_backend(
         args.grammar_backend, vocab, compact_json=args.constrained_json_compact
     )
