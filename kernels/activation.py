@@ -32,13 +32,16 @@ def _silu_and_mul_kernel(
 
 
 def silu_and_mul(gate_up: torch.Tensor) -> torch.Tensor:
-    """(num_rows, 2 * d) -> (num_rows, d)."""
-    assert gate_up.dim() == 2 and gate_up.stride(1) == 1
-    num_rows, width = gate_up.shape
+    """(..., 2 * d) -> (..., d)."""
+    width = gate_up.shape[-1]
     d = width // 2
+    rows = gate_up.reshape(-1, width)  # (num_rows, 2 * d)
+    if rows.stride(1) != 1:
+        rows = rows.contiguous()
+    num_rows = rows.shape[0]
     out = torch.empty((num_rows, d), dtype=gate_up.dtype, device=gate_up.device)
     block = min(1024, triton.next_power_of_2(d))
     _silu_and_mul_kernel[(num_rows, triton.cdiv(d, block))](
-        gate_up, out, gate_up.stride(0), out.stride(0), d, BLOCK=block, num_warps=4
+        rows, out, rows.stride(0), out.stride(0), d, BLOCK=block, num_warps=4
     )
-    return out
+    return out.view(*gate_up.shape[:-1], d)

@@ -42,25 +42,29 @@ def _rmsnorm_kernel(
 
 
 def rmsnorm(
-    x: torch.Tensor,  # (num_rows, hidden)
+    x: torch.Tensor,  # (..., hidden)
     weight: torch.Tensor,  # (hidden,)
     eps: float,
     residual: torch.Tensor | None = None,  # (num_rows, hidden), updated in place
 ) -> torch.Tensor:
-    """``norm(x + residual)``; when ``residual`` is given it becomes ``x + residual``."""
-    assert x.dim() == 2 and x.stride(1) == 1
-    num_rows, hidden = x.shape
-    out = torch.empty_like(x)
+    """``norm(x + residual)``, shaped like x; when ``residual`` is given it becomes
+    ``x + residual``."""
+    hidden = x.shape[-1]
+    rows = x.reshape(-1, hidden)  # (num_rows, hidden); copies only a strided view (qk-norm)
+    if rows.stride(1) != 1:
+        rows = rows.contiguous()
+    num_rows = rows.shape[0]
+    out = torch.empty((num_rows, hidden), dtype=x.dtype, device=x.device)
     block = triton.next_power_of_2(hidden)
     has_residual = residual is not None
     if has_residual:
-        assert residual.shape == x.shape and residual.stride(1) == 1
+        assert residual.shape == rows.shape and residual.stride(1) == 1
     _rmsnorm_kernel[(num_rows,)](
-        x,
-        residual if has_residual else x,
+        rows,
+        residual if has_residual else rows,
         weight,
         out,
-        x.stride(0),
+        rows.stride(0),
         residual.stride(0) if has_residual else 0,
         out.stride(0),
         hidden,
@@ -69,4 +73,4 @@ def rmsnorm(
         BLOCK=block,
         num_warps=min(16, max(1, block // 256)),
     )
-    return out
+    return out.view(x.shape)

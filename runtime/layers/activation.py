@@ -8,5 +8,10 @@ import torch.nn.functional as F
 
 def silu_and_mul(gate_up: torch.Tensor) -> torch.Tensor:
     # gate_up: (num_tokens, 2 * intermediate) -> (num_tokens, intermediate)
+    if gate_up.is_cuda:
+        # Imported here: kernels/ needs triton, which CPU installs do not have.
+        from radixlm.kernels.activation import silu_and_mul as fused_silu_and_mul
+
+        return fused_silu_and_mul(gate_up)
     half = gate_up.shape[-1] // 2
     return F.silu(gate_up[..., :half]).mul_(gate_up[..., half:])

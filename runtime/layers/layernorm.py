@@ -14,11 +14,20 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.empty(hidden_size), requires_grad=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.is_cuda:
+            # Imported here: kernels/ needs triton, which CPU installs do not have.
+            from radixlm.kernels.rmsnorm import rmsnorm
+
+            return rmsnorm(x, self.weight, self.eps)
         return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
 
     def forward_with_residual(
         self, x: torch.Tensor, residual: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns ``(norm(x + residual), x + residual)``; the sum is the next residual."""
+        if x.is_cuda:
+            from radixlm.kernels.rmsnorm import rmsnorm
+
+            return rmsnorm(x, self.weight, self.eps, residual), residual  # one fused pass
         residual = residual.add_(x)
         return F.rms_norm(residual, self.weight.shape, self.weight, self.eps), residual
