@@ -66,7 +66,7 @@ class Runtime:
         args = {"model_path": model_path, "host": host, "port": self.port, "api_key": api_key}
         command = [sys.executable, "-m", "radixlm.launch_server", *server_flags(args | server_args)]
         self.log_file = tempfile.NamedTemporaryFile(prefix="radixlm-server-", suffix=".log")
-        # A session of its own: shutdown signals the server and every process it spawned.
+        # A session of its own, so that a stuck server can be killed with all its children.
         self.process = subprocess.Popen(
             command, stdout=self.log_file, stderr=subprocess.STDOUT, start_new_session=True
         )
@@ -106,15 +106,15 @@ class Runtime:
             return f.read()[-num_chars:]
 
     def shutdown(self) -> None:
+        """Stops the server: SIGTERM lets it drain; its group gets SIGKILL after the grace."""
         atexit.unregister(self.shutdown)
-        try:
-            # The whole group: the server's own children (scheduler, detokenizer) too.
-            os.killpg(self.process.pid, signal.SIGTERM)
-        except ProcessLookupError:
+        if self.process.poll() is not None:
             return
+        self.process.terminate()
         try:
             self.process.wait(SHUTDOWN_GRACE_S)
         except subprocess.TimeoutExpired:
+            # The whole group: the server's own children (scheduler, detokenizer) too.
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
 

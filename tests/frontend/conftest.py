@@ -26,3 +26,11 @@ def endpoint(fake: FakeNativeServer) -> rl.RuntimeEndpoint:
 def _no_default_backend() -> Iterator[None]:
     yield
     rl.global_config.default_backend = None
+
+
+@pytest.fixture(scope="session")
+def lang_server() -> Iterator[rl.Runtime]:
+    """One real server with the default model, shared by every end-to-end frontend test."""
+    runtime = rl.Runtime(log_level="warning")
+    yield runtime
+    runtime.shutdown()
