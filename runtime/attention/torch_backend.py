@@ -89,8 +89,9 @@ class TorchAttentionBackend(AttentionBackend):
         plan = self._plan
         if isinstance(plan, _DecodePlan):
             # (batch, max_len, kv_heads, head_dim) -> (batch, kv_heads, max_len, head_dim)
-            keys = k_buffer[plan.kv_index].view(num_tokens, plan.max_len, num_kv_heads, head_dim)
-            values = v_buffer[plan.kv_index].view(num_tokens, plan.max_len, num_kv_heads, head_dim)
+            shape = (num_tokens, plan.max_len, num_kv_heads, head_dim)
+            keys = k_buffer.index_select(0, plan.kv_index).view(shape)
+            values = v_buffer.index_select(0, plan.kv_index).view(shape)
             out = F.scaled_dot_product_attention(
                 q.view(num_tokens, num_kv_heads, group, head_dim),
                 keys.transpose(1, 2),
@@ -102,8 +103,8 @@ class TorchAttentionBackend(AttentionBackend):
         outputs = []
         for seq in plan:
             seq_q = q[seq.start : seq.start + seq.num_new].transpose(0, 1)  # (heads, new, dim)
-            keys = k_buffer[seq.kv_index].transpose(0, 1)  # (kv_heads, seq_len, dim)
-            values = v_buffer[seq.kv_index].transpose(0, 1)
+            keys = k_buffer.index_select(0, seq.kv_index).transpose(0, 1)  # (kv_heads, len, dim)
+            values = v_buffer.index_select(0, seq.kv_index).transpose(0, 1)
             out = F.scaled_dot_product_attention(
                 seq_q.unsqueeze(0),
                 keys.unsqueeze(0),

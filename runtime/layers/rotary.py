@@ -51,7 +51,8 @@ class RotaryEmbedding(nn.Module):
 
     def forward(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """cos, sin_signed for the batch's tokens, each (num_tokens, 1, head_dim)."""
-        return self.cos[positions].unsqueeze(1), self.sin_signed[positions].unsqueeze(1)
+        cos = self.cos.index_select(0, positions).unsqueeze(1)
+        return cos, self.sin_signed.index_select(0, positions).unsqueeze(1)
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor) -> torch.Tensor:
@@ -59,6 +60,11 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor) -
 
     Equals HF's ``x * cos + rotate_half(x) * sin`` with rotate_half(x) = [-x2, x1].
     """
+    if x.is_cuda:
+        # Imported here: kernels/ needs triton, which CPU installs do not have.
+        from radixlm.kernels.rotary import apply_rotary as fused_apply_rotary
+
+        return fused_apply_rotary(x, cos, sin_signed)
     half = x.shape[-1] // 2
     swapped = torch.cat((x[..., half:], x[..., :half]), dim=-1)
     return torch.addcmul(x * cos, swapped, sin_signed)

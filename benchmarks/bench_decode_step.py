@@ -1,0 +1,108 @@
+"""Times ModelRunner decode steps (CPU by default) at several batch sizes.
+
+Each sequence starts with ``--context-len`` tokens already in the KV pool (their K/V values do
+not change the timing, so no prefill is run), then every step decodes one token per sequence.
+Prints the median step time and the decode throughput per batch size.
+
+    python benchmarks/bench_decode_step.py                      # default model, float32 CPU
+    python benchmarks/bench_decode_step.py --batch-sizes 1,32 --steps 50
+    python benchmarks/bench_decode_step.py --model-path qwen2.5-0.5b --load-format dummy
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from radixlm.runtime.forward_batch import ForwardMode, build_forward_batch
+from radixlm.runtime.model_config import ModelConfig
+from radixlm.runtime.model_loader import resolve_model
+from radixlm.runtime.model_runner import ModelRunner
+
+
+def time_decode_steps(
+    runner: ModelRunner, batch_size: int, context_len: int, num_steps: int, num_warmup: int
+) -> list[float]:
+    """Seconds per decode step, warm-up steps excluded. Frees what it allocated."""
+    rows = [runner.req_to_token_pool.alloc() for _ in range(batch_size)]
+    assert all(row is not None for row in rows), "raise max_running_requests"
+    all_slots: list[list[int]] = []
+    for row in rows:
+        slots = runner.token_allocator.alloc(context_len)
+        assert slots is not None, "raise max_total_tokens"
+        runner.req_to_token_pool.write(row, 0, slots)
+        all_slots.append(slots)
+    generator = torch.Generator().manual_seed(0)
+    token_ids = torch.randint(0, runner.model_config.vocab_size, (batch_size,), generator=generator)
+    step_seconds = []
+    for step in range(num_warmup + num_steps):
+        seq_len = context_len + step
+        new_slots = runner.token_allocator.alloc(batch_size)
+        assert new_slots is not None, "raise max_total_tokens"
+        for row, slot, slots in zip(rows, new_slots, all_slots, strict=True):
+            runner.req_to_token_pool.write(row, seq_len, [slot])
+            slots.append(slot)
+        batch = build_forward_batch(
+            ForwardMode.DECODE,
+            [[int(t)] for t in token_ids],
+            [seq_len] * batch_size,
+            rows,
+            new_slots,
+            device=runner.device,
+        )
+        start = time.perf_counter()
+        logits = runner.forward(batch)
+        if runner.device.type == "cuda":
+            torch.cuda.synchronize()
+        elapsed = time.perf_counter() - start
+        token_ids = logits.argmax(dim=-1)
+        if step >= num_warmup:
+            step_seconds.append(elapsed)
+    for row, slots in zip(rows, all_slots, strict=True):
+        runner.token_allocator.free(slots)
+        runner.req_to_token_pool.free(row)
+    return step_seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model-path", default=None)
+    parser.add_argument("--load-format", default="auto")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--batch-sizes", default="1,8,32,64")
+    parser.add_argument("--context-len", type=int, default=256)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=3)
+    args = parser.parse_args()
+    batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
+
+    resolved = resolve_model(args.model_path, args.load_format)
+    config = ModelConfig.from_dir(resolved.model_dir)
+    max_batch = max(batch_sizes)
+    runner = ModelRunner(
+        config,
+        resolved,
+        device=args.device,
+        max_total_tokens=max_batch * (args.context_len + args.warmup + args.steps),
+        max_running_requests=max_batch,
+        context_len=args.context_len + args.warmup + args.steps,
+    )
+    print(
+        f"model {resolved.display_path} ({resolved.weights_format}), {runner.dtype}, "
+        f"{runner.device}, threads {torch.get_num_threads()}, context {args.context_len}"
+    )
+    print(f"{'batch':>5} {'median ms/step':>15} {'min ms/step':>12} {'tok/s':>9}")
+    for batch_size in batch_sizes:
+        seconds = time_decode_steps(runner, batch_size, args.context_len, args.steps, args.warmup)
+        median = statistics.median(seconds)
+        print(
+            f"{batch_size:>5} {median * 1e3:>15.2f} {min(seconds) * 1e3:>12.2f} "
+            f"{batch_size / median:>9.1f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
