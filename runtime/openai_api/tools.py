@@ -208,18 +208,27 @@ class ToolCallStream:
 
     def feed(self, text: str, final: bool) -> tuple[str, list[ToolCall]]:
         """(content delta, tool calls); calls are only ever returned with ``final``."""
+        start = text.find(TOOL_CALL_OPEN)
         if final:
             _, calls = parse_tool_calls(text, self.names)
             if not calls:
                 return self._advance(text, len(text)), []
-            start = text.find(TOOL_CALL_OPEN)
-            return self._advance(text, start if start >= 0 else self.sent), calls
-        start = text.find(TOOL_CALL_OPEN)
+            return self._content_before_calls(text, start), calls
         if start >= 0:
-            return self._advance(text, start), []
+            return self._content_before_calls(text, start), []
         if text.lstrip()[:1] in ("", "{", "["):
             return "", []
-        return self._advance(text, len(text) - _partial_tag_len(text)), []
+        end = len(text) - _partial_tag_len(text)
+        if self.sent == 0 and not text[:end].strip():
+            return "", []  # leading whitespace waits: a call may follow it
+        return self._advance(text, end), []
+
+    def _content_before_calls(self, text: str, start: int) -> str:
+        """Content up to the first call; whitespace alone before it is no content (as whole)."""
+        if start < 0 or (self.sent == 0 and not text[:start].strip()):
+            self.sent = max(start, self.sent)
+            return ""
+        return self._advance(text, start)
 
     def _advance(self, text: str, end: int) -> str:
         end = max(end, self.sent)
