@@ -47,6 +47,12 @@ def served_model_name(args: ServerArgs, processes: ServerProcesses) -> str:
     return args.served_model_name or processes.resolved.display_path
 
 
+def usable_context_len(processes: ServerProcesses) -> int:
+    """A request longer than the KV pool could never be admitted: it would wait forever.
+    Capping the context at the pool size turns it into a 400 at the edge instead."""
+    return min(processes.info["context_length"], processes.info["max_total_tokens"])
+
+
 def build_manager(args: ServerArgs, processes: ServerProcesses) -> TokenizerManager:
     tokenizer = Tokenizer(processes.resolved.tokenizer_dir)
     info = processes.info
@@ -56,7 +62,7 @@ def build_manager(args: ServerArgs, processes: ServerProcesses) -> TokenizerMana
     return TokenizerManager(
         tokenizer,
         processes.endpoints,
-        context_len=info["context_length"],
+        context_len=usable_context_len(processes),
         vocab_size=info["vocab_size"],
         max_inflight_requests=max_inflight,
         validate_grammar=make_grammar_validator() if args.grammar_backend != "none" else None,
@@ -87,7 +93,7 @@ def serve(args: ServerArgs) -> int:
             app,
             manager,
             served_model_name(args, processes),
-            processes.info["context_length"],
+            usable_context_len(processes),
             model_aliases=[p for p in (processes.resolved.display_path, args.model_path) if p],
         ),
     )
