@@ -66,6 +66,8 @@ def environment() -> dict[str, Any]:
         "transformers": versions[1] if len(versions) > 1 else None,
         "llama_cpp_python": llama or None,
         "git_commit": commit + ("-dirty" if dirty else ""),
+        # Other work on a 2-core machine skews every figure; a load far above 0 means re-run.
+        "loadavg_1m_at_start": os.getloadavg()[0],
     }
 
 
@@ -122,7 +124,7 @@ def random_args(concurrency: int) -> list[str]:
     num_prompts = max(4, 2 * concurrency)
     return ["--dataset-name", "random", "--random-input-len", "256", "--random-output-len", "128",
             "--random-range-ratio", "1.0", "--num-prompts", str(num_prompts),
-            "--max-concurrency", str(concurrency)]  # fmt: skip
+            "--max-concurrency", str(concurrency), "--flush-cache"]  # fmt: skip
 
 
 GSP_ARGS = ["--dataset-name", "generated-shared-prefix", "--gsp-num-groups", "8",
@@ -206,7 +208,9 @@ def report(env: dict[str, Any], server: dict[str, Any], peers: dict[str, Any]) -
     lines = [
         f"Machine: {env['cpu']}, {env['nproc']} cores, {env['mem_gib']} GiB; python "
         f"{env['python']}, torch {env['torch']}, transformers {env['transformers']}, "
-        f"llama-cpp-python {env['llama_cpp_python']}; commit {env['git_commit']}; {env['date']}",
+        f"llama-cpp-python {env['llama_cpp_python']}; commit {env['git_commit']}; {env['date']}; "
+        f"load average {env['loadavg_1m_at_start']:.1f} at start, "
+        f"{env.get('loadavg_1m_at_end', float('nan')):.1f} at end",
         "",
         "| target | radixlm | peer | ratio | goal |",
         "|---|---|---|---|---|",
@@ -269,6 +273,7 @@ def main() -> None:
     env = environment()
     server = {} if args.skip_server else measure_server(args, bench_serving.get_tokenizer(None))
     peers = {} if args.skip_peers else measure_peers(args)
+    env["loadavg_1m_at_end"] = os.getloadavg()[0]
     table = report(env, server, peers)
     print(table)
     stamp = datetime.now().strftime("%Y%m%d_%H%M%S")
