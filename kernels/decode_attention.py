@@ -45,6 +45,7 @@ def _decode_split_kernel(
     BLOCK_D: tl.constexpr,
     BLOCK_N: tl.constexpr,
     NUM_SPLITS: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,  # "ieee" for float32 inputs
 ):
     seq = tl.program_id(0)
     kv_head = tl.program_id(1)
@@ -72,7 +73,7 @@ def _decode_split_kernel(
         slots = tl.load(Req_To_Token + req_row * stride_req + offs_n, mask=mask_n, other=0)
         k_ptrs = K_Buffer + slots[None, :] * stride_kbs + kv_head * stride_kbh + offs_d[:, None]
         k = tl.load(k_ptrs, mask=mask_n[None, :] & mask_d[:, None], other=0.0)  # (D, N)
-        qk = tl.dot(q, k) * scaling  # (BLOCK_H, BLOCK_N)
+        qk = tl.dot(q, k, input_precision=DOT_PRECISION) * scaling  # (BLOCK_H, BLOCK_N)
         qk = tl.where(mask_n[None, :], qk, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(qk, 1))  # finite: every step has a valid key
         alpha = tl.exp(m_i - m_new)
@@ -80,7 +81,7 @@ def _decode_split_kernel(
         l_i = l_i * alpha + tl.sum(p, 1)
         v_ptrs = V_Buffer + slots[:, None] * stride_vbs + kv_head * stride_vbh + offs_d[None, :]
         v = tl.load(v_ptrs, mask=mask_n[:, None] & mask_d[None, :], other=0.0)  # (N, D)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
         m_i = m_new
 
     if NUM_SPLITS == 1:
@@ -183,6 +184,7 @@ def decode_attention(
     group = num_heads // num_kv_heads
     assert num_heads % num_kv_heads == 0 and q.stride(2) == 1 and k_buffer.stride(2) == 1
     assert num_splits in (1, 2, 4, 8, 16)
+    assert req_pool_indices.is_contiguous() and seq_lens.is_contiguous()
     assert num_splits == 1 or batch * num_heads * num_splits <= workspace.max_rows
     if out is None:
         out = torch.empty((batch, num_heads, head_dim), dtype=q.dtype, device=q.device)
@@ -215,6 +217,7 @@ def decode_attention(
         BLOCK_D=block_d,
         BLOCK_N=64,
         NUM_SPLITS=num_splits,
+        DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
         num_warps=4,
         num_stages=2,
     )

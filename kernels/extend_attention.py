@@ -40,6 +40,7 @@ def _extend_attention_kernel(
     BLOCK_D: tl.constexpr,  # HEAD_DIM rounded up to a power of two
     BLOCK_M: tl.constexpr,  # new tokens per program
     BLOCK_N: tl.constexpr,  # keys per loop step
+    DOT_PRECISION: tl.constexpr,  # "ieee" for float32 inputs: exact enough to compare with HF
 ):
     seq = tl.program_id(0)
     head = tl.program_id(1)
@@ -72,7 +73,7 @@ def _extend_attention_kernel(
         slots = tl.load(Req_To_Token + req_row * stride_req + offs_n, mask=mask_n, other=0)
         k_ptrs = K_Buffer + slots[None, :] * stride_kbs + kv_head * stride_kbh + offs_d[:, None]
         k = tl.load(k_ptrs, mask=mask_n[None, :] & mask_d[:, None], other=0.0)  # (D, N)
-        qk = tl.dot(q, k) * scaling  # (BLOCK_M, BLOCK_N)
+        qk = tl.dot(q, k, input_precision=DOT_PRECISION) * scaling  # (BLOCK_M, BLOCK_N)
         visible = (offs_n[None, :] <= q_pos[:, None]) & mask_n[None, :]
         qk = tl.where(visible, qk, float("-inf"))
         # Key 0 is visible to every row in the first step, so m_new is finite from then on.
@@ -82,7 +83,7 @@ def _extend_attention_kernel(
         l_i = l_i * alpha + tl.sum(p, 1)
         v_ptrs = V_Buffer + slots[:, None] * stride_vbs + kv_head * stride_vbh + offs_d[None, :]
         v = tl.load(v_ptrs, mask=mask_n[:, None] & mask_d[None, :], other=0.0)  # (N, D)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
         m_i = m_new
 
     out = acc / l_i[:, None]
@@ -107,6 +108,7 @@ def extend_attention(
     num_tokens, num_heads, head_dim = q.shape
     num_kv_heads = k_buffer.shape[1]
     assert num_heads % num_kv_heads == 0 and q.stride(2) == 1 and k_buffer.stride(2) == 1
+    assert all(t.is_contiguous() for t in (req_pool_indices, seq_lens, extend_lens, extend_starts))
     if out is None:
         out = torch.empty((num_tokens, num_heads, head_dim), dtype=q.dtype, device=q.device)
     block_m, block_n = (64, 64) if head_dim <= 128 else (32, 32)
@@ -136,7 +138,13 @@ def extend_attention(
         BLOCK_D=triton.next_power_of_2(head_dim),
         BLOCK_M=block_m,
         BLOCK_N=block_n,
+        DOT_PRECISION=_dot_precision(q.dtype),
         num_warps=4,
         num_stages=2,
     )
     return out
+
+
+def _dot_precision(dtype: torch.dtype) -> str:
+    # Triton's float32 dot defaults to tf32 (~1e-3 error); float32 runs exist to be exact.
+    return "ieee" if dtype == torch.float32 else "tf32"

@@ -44,6 +44,7 @@ def gather_kv_indices(
     kv_indices: torch.Tensor,  # (>= sum(seq_lens),) int32, written in place
 ) -> None:
     batch = len(req_pool_indices)
+    assert req_pool_indices.is_contiguous() and seq_lens.is_contiguous()
     _gather_kv_indices_kernel[(batch,)](
         req_to_token,
         req_pool_indices,

@@ -47,7 +47,7 @@ def store_kv(
 ) -> None:
     num_tokens, num_kv_heads, head_dim = k.shape
     assert k_buffer.is_contiguous() and v_buffer.is_contiguous()
-    assert k.stride(2) == 1 and v.stride(2) == 1
+    assert k.stride(2) == 1 and v.stride(2) == 1 and loc.is_contiguous()
     _store_kv_kernel[(num_tokens,)](
         k,
         v,
