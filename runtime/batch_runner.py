@@ -108,7 +108,7 @@ class BatchRunner:
             for i, p in enumerate(positions):
                 req.input_logprobs.append((values[i], all_ids[p + 1]))
                 if top_k:
-                    req.input_top_logprobs.append(list(top[i]))
+                    req.input_top_logprobs.append(_as_pairs(top[i]))
 
     def _sample(self, logits: torch.Tensor, sample_reqs: list[tuple[Req, int]]) -> None:
         reqs = [r for r, _ in sample_reqs]
@@ -127,7 +127,7 @@ class BatchRunner:
         )
         for i, req in enumerate(reqs):
             token = out.next_token_ids[i]
-            top = out.top_logprobs[i][: req.request.top_logprobs_num] if top_n else []
+            top = _as_pairs(out.top_logprobs[i][: req.request.top_logprobs_num]) if top_n else []
             self._append(req, [token], [(out.logprobs[i], token)], [top])
             if req.finish is None and req.grammar is not None and self.enable_jump_forward:
                 self._jump_forward(req)
@@ -203,3 +203,8 @@ class BatchRunner:
             if stop in tail:
                 return stop
         return None
+
+
+def _as_pairs(top: list[tuple[int, float]]) -> list[tuple[float, int]]:
+    """The sampler's (token id, logprob) -> SGLang's (logprob, token id) order."""
+    return [(logprob, token_id) for token_id, logprob in top]
