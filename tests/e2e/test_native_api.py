@@ -36,10 +36,11 @@ def test_greedy_output_equals_hf_generate(default_server):
     from transformers import AutoModelForCausalLM
 
     info = requests.get(default_server.url + "/get_model_info", timeout=30).json()
+    # min_new_tokens bans EOS on both sides, so both run the full 64 steps.
     res = default_server.generate(
-        {"text": CHAT_PROMPT, "sampling_params": greedy(64, ignore_eos=True)}
+        {"text": CHAT_PROMPT, "sampling_params": greedy(64, min_new_tokens=64)}
     ).json()
-    model = AutoModelForCausalLM.from_pretrained(info["tokenizer_path"], torch_dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(info["tokenizer_path"], dtype=torch.float32)
     prompt_ids = res["meta_info"]["prompt_tokens"]
     ids = torch.tensor([_encode(info["tokenizer_path"], CHAT_PROMPT)])
     assert ids.shape[1] == prompt_ids
