@@ -34,6 +34,7 @@ from radixlm.api import (
     user_end,
 )
 from radixlm.backend.engine import Engine
+from radixlm.backend.http_client import BackendError
 from radixlm.backend.launched_server import Runtime
 from radixlm.backend.openai_backend import OpenAI
 from radixlm.backend.runtime_endpoint import RuntimeEndpoint
@@ -50,6 +51,7 @@ from radixlm.program_state import ProgramState, ProgramStateGroup
 from radixlm.stream_executor import ProgramError
 
 __all__ = [
+    "BackendError",
     "ChatTemplate",
     "Engine",
     "OpenAI",

@@ -132,7 +132,8 @@ class ProgramState:
                 yield chunk
 
     def __repr__(self) -> str:
-        return f"ProgramState({self.text()!r})"
+        # The text so far, without waiting: a repr must never block (debuggers, tracebacks).
+        return f"ProgramState({getattr(self.stream_executor, 'text_', '')!r})"
 
 
 class ProgramStateGroup:

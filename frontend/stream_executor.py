@@ -8,33 +8,27 @@ stops: its queue is dropped and every wait on it, pending or future, raises `Pro
 
 from __future__ import annotations
 
-import base64
 import logging
 import threading
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from radixlm.backend.base import BaseBackend, ImageData, Prompt
 from radixlm.chat_template import ChatTemplate
-from radixlm.global_config import global_config
 from radixlm.ir import (
     CommitLazy,
     ConcatenateAndAppend,
-    ConstantText,
     Expr,
     ExprList,
     Gen,
-    Image,
-    RoleBegin,
-    RoleEnd,
     Select,
     VarScopeBegin,
-    VarScopeEnd,
     as_expr,
 )
-from radixlm.sampling import SamplingParams, resolve
+from radixlm.node_execution import execute
+from radixlm.sampling import SamplingParams
 
 if TYPE_CHECKING:
     from radixlm.program_state import ProgramState
@@ -68,8 +62,9 @@ class StreamExecutor:
         self.cur_role: str | None = None
         self.cur_role_begin_pos = 0
         self.fork_start_text_pos = 0
-        self._role_images: list[ImageData] = []
-        self._scope_starts: dict[str, int] = {}
+        # Images of the open role (for its message) and where open var scopes began.
+        self.role_images: list[ImageData] = []
+        self.scope_starts: dict[str, int] = {}
 
         self._cond = threading.Condition()
         self._queue: deque[Expr] = deque()
@@ -249,7 +244,7 @@ class StreamExecutor:
                     break
                 expr = self._queue.popleft()
             try:
-                self._execute(expr)
+                execute(self, expr)
             except BaseException as exc:  # noqa: BLE001 - handed to every waiter, never dropped
                 self.fail(exc)
                 break
@@ -262,24 +257,26 @@ class StreamExecutor:
             self._finished = True
             self._cond.notify_all()
 
-    def _execute(self, expr: Expr) -> None:
-        handler = _HANDLERS.get(type(expr))
-        if handler is None:
-            raise TypeError(f"{expr!r} cannot be executed; it only appears in traces")
-        handler(self, expr)
+    # ---- used by the node handlers (node_execution.py), on the worker thread ----
 
-    def _prompt(self) -> Prompt:
+    def prompt(self) -> Prompt:
+        """A snapshot of the stream for a backend call."""
         role_text = self.text_[self.cur_role_begin_pos :] if self.cur_role else ""
         return Prompt(
             self.text_, tuple(self.images_), tuple(self.messages_), self.cur_role, role_text
         )
 
-    def _append_text(self, text: str) -> None:
+    def append_text(self, text: str, var_name: str | None = None, meta_info: Any = None) -> None:
+        """Appends to the text and, when streaming a gen, to its variable too."""
         with self._cond:
             self.text_ += text
+            if var_name is not None:
+                self.variables[var_name] += text
+                self.meta_info[var_name] = meta_info
             self._cond.notify_all()
 
-    def _set_var(self, name: str | None, value: Any, meta_info: Any, done: bool) -> None:
+    def set_result(self, name: str | None, value: Any, meta_info: Any, done: bool = True) -> None:
+        """Sets a variable a node produced; `done` releases whoever waits for it."""
         with self._cond:
             if name is not None:
                 self.variables[name] = value
@@ -287,104 +284,6 @@ class StreamExecutor:
                 if done:
                     self._pending_vars.discard(name)
             self._cond.notify_all()
-
-    def _run_list(self, expr: ExprList) -> None:
-        for item in expr.exprs:
-            self._execute(item)
-
-    def _run_constant(self, expr: ConstantText) -> None:
-        self._append_text(expr.value)
-
-    def _run_gen(self, expr: Gen) -> None:
-        params = resolve(self.defaults, expr.overrides, self.chat_template.stop_str)
-        prompt = self._prompt()
-        if not self.stream:
-            text, meta_info = self.backend.generate(prompt, params)
-            self._append_text(text)
-            self._set_var(expr.name, text, meta_info, done=True)
-            return
-        value, meta_info = "", None
-        self._set_var(expr.name, value, meta_info, done=False)
-        for delta, meta_info in self.backend.generate_stream(prompt, params):
-            with self._cond:
-                self.text_ += delta
-                value += delta
-                if expr.name is not None:
-                    self.variables[expr.name] = value
-                    self.meta_info[expr.name] = meta_info
-                self._cond.notify_all()
-        self._set_var(expr.name, value, meta_info, done=True)
-
-    def _run_select(self, expr: Select) -> None:
-        decision = self.backend.select(
-            self._prompt(), expr.choices, expr.temperature, expr.choices_method
-        )
-        self._append_text(decision.decision)
-        self._set_var(expr.name, decision.decision, decision.meta_info, done=True)
-
-    def _run_role_begin(self, expr: RoleBegin) -> None:
-        if self.cur_role is not None:
-            raise ValueError(f"roles cannot nest: {expr.role!r} began inside {self.cur_role!r}")
-        default_system = self.chat_template.default_system_prompt
-        if not self.messages_ and expr.role != "system" and default_system:
-            self._run_role_begin(RoleBegin("system"))
-            self._append_text(default_system)
-            self._run_role_end(RoleEnd("system"))
-        prefix, _ = self.chat_template.get_prefix_and_suffix(expr.role, self.messages_)
-        self._append_text(prefix)
-        self.cur_role = expr.role
-        self.cur_role_begin_pos = len(self.text_)
-
-    def _run_role_end(self, expr: RoleEnd) -> None:
-        if self.cur_role != expr.role:
-            raise ValueError(f"role {expr.role!r} ended but the open role is {self.cur_role!r}")
-        content: str | list[dict] = self.text_[self.cur_role_begin_pos :].lstrip()
-        _, suffix = self.chat_template.get_prefix_and_suffix(expr.role, self.messages_)
-        self._append_text(suffix)
-        if self._role_images:
-            content = [{"type": "text", "text": content}] + [
-                {"type": "image_url", "image_url": {"url": f"data:image/jpeg;base64,{i.base64}"}}
-                for i in self._role_images
-            ]
-        self.messages_.append({"role": expr.role, "content": content})
-        self._role_images = []
-        self.cur_role = None
-
-    def _run_image(self, expr: Image) -> None:
-        if isinstance(expr.source, bytes):
-            data, label = expr.source, "<bytes>"
-        else:
-            with open(expr.source, "rb") as f:
-                data, label = f.read(), expr.source
-        image = ImageData(label, base64.b64encode(data).decode("ascii"))
-        self.images_.append(image)
-        self._role_images.append(image)
-        self._append_text(self.chat_template.image_token)
-
-    def _run_var_scope_begin(self, expr: VarScopeBegin) -> None:
-        self._scope_starts[expr.name] = len(self.text_)
-
-    def _run_var_scope_end(self, expr: VarScopeEnd) -> None:
-        start = self._scope_starts.pop(expr.name)
-        self._set_var(expr.name, self.text_[start:], None, done=True)
-
-    def _run_commit_lazy(self, expr: CommitLazy) -> None:
-        if self.text_:
-            self.backend.commit_lazy_operations(self._prompt())
-
-    def _run_concatenate_and_append(self, expr: ConcatenateAndAppend) -> None:
-        children = [state.stream_executor for state in expr.states]
-        splice_kv = (
-            global_config.enable_parallel_encoding and self.backend.support_concate_and_append
-        )
-        if splice_kv:
-            for child in children:
-                child.submit(CommitLazy())
-        for child in children:
-            child.sync()
-        self._append_text("".join(c.text_[c.fork_start_text_pos :] for c in children))
-        if splice_kv:
-            self.backend.concatenate_and_append([c.sid for c in children], self.sid)
 
 
 def _produced_variables(expr: Expr) -> list[str]:
@@ -396,18 +295,3 @@ def _produced_variables(expr: Expr) -> list[str]:
     if isinstance(expr, VarScopeBegin):
         return [expr.name]
     return []
-
-
-_HANDLERS: dict[type, Callable[[StreamExecutor, Any], None]] = {
-    ExprList: StreamExecutor._run_list,
-    ConstantText: StreamExecutor._run_constant,
-    Gen: StreamExecutor._run_gen,
-    Select: StreamExecutor._run_select,
-    RoleBegin: StreamExecutor._run_role_begin,
-    RoleEnd: StreamExecutor._run_role_end,
-    Image: StreamExecutor._run_image,
-    VarScopeBegin: StreamExecutor._run_var_scope_begin,
-    VarScopeEnd: StreamExecutor._run_var_scope_end,
-    CommitLazy: StreamExecutor._run_commit_lazy,
-    ConcatenateAndAppend: StreamExecutor._run_concatenate_and_append,
-}

@@ -12,7 +12,8 @@ import pytest
 
 import radixlm as rl
 
-pytestmark = pytest.mark.e2e
+# A hung server must fail the test, not stall the suite.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
 
