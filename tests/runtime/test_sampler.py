@@ -8,9 +8,10 @@ from collections import Counter
 import pytest
 import torch
 
+from radixlm.runtime import sampler as sampler_module
 from radixlm.runtime.logprobs import token_logprobs
 from radixlm.runtime.sampler import (
-    TOP_P_CANDIDATES,
+    MASKED_LOGIT,
     SamplingRequestState,
     make_state,
     processed_logits,
@@ -90,12 +91,55 @@ def test_masked_tokens_never_sampled_even_at_high_temperature() -> None:
         assert allowed[torch.arange(batch), chosen].all(), params
 
 
+def test_processed_logits_mask_values() -> None:
+    logits = torch.randn(3, 12)
+    allowed = torch.rand(3, 12) < 0.5
+    allowed[:, 0] = True
+    got = processed_logits(logits, _states(3), allowed_masks=allowed)
+    assert torch.equal(got[allowed], logits[allowed])
+    assert (got[~allowed] == MASKED_LOGIT).all()
+    banned = processed_logits(logits, _states(3), banned_eos=[[1], [], [2, 3]])
+    assert torch.isneginf(banned[0, 1]) and torch.isneginf(banned[2, 2:4]).all()
+    assert torch.equal(banned[1], logits[1])
+
+
+# u = 1 stands for u * total rounding up to total, which a u just below 1 can do.
+@pytest.mark.parametrize("uniform", [0.0, 1.0])
+@pytest.mark.parametrize("params", [{}, {"top_k": 50}, {"top_p": 0.999}])
+def test_extreme_uniforms_never_land_on_masked_tokens(
+    monkeypatch: pytest.MonkeyPatch, uniform: float, params: dict
+) -> None:
+    """The inverse CDF at both ends of [0, 1] must still pick allowed tokens."""
+    monkeypatch.setattr(
+        sampler_module, "_uniforms", lambda states: torch.full((len(states),), uniform)
+    )
+    vocab = 100
+    logits = torch.zeros(4, vocab)
+    allowed = torch.zeros(4, vocab, dtype=torch.bool)
+    allowed[:, 10:20] = True  # masked tokens on both sides of the allowed block
+    out = sample(logits, _states(4, temperature=1.5, **params), allowed_masks=allowed)
+    assert all(10 <= t < 20 for t in out.next_token_ids)
+
+
 def test_mask_narrower_than_vocab_disallows_padding_columns() -> None:
     logits = torch.zeros(64, 20)
     logits[:, 16:] = 30.0  # padding columns of the model vocab, most likely by far
     allowed = torch.ones(64, 16, dtype=torch.bool)
     out = sample(logits, _states(64, temperature=2.0), allowed_masks=allowed)
     assert max(out.next_token_ids) < 16
+
+
+def test_low_temperature_with_mask_picks_the_best_allowed_token() -> None:
+    logits = torch.randn(64, 300) * 5
+    allowed = torch.rand(64, 300) < 0.3
+    allowed[:, 0] = True
+    out = sample(logits, _states(64, temperature=0.01), allowed_masks=allowed)
+    chosen = torch.tensor(out.next_token_ids)
+    rows = torch.arange(64)
+    assert allowed[rows, chosen].all()
+    # A token 0.2 below the best allowed one has odds of e^-20 at this temperature.
+    best = torch.where(allowed, logits, float("-inf")).amax(dim=-1)
+    assert (logits[rows, chosen] >= best - 0.2).all()
 
 
 def test_banned_ids_never_sampled() -> None:
@@ -153,15 +197,24 @@ def test_top_p_applies_to_the_top_k_renormalised_distribution() -> None:
     assert set(counts) == {0}
 
 
-def test_top_p_falls_back_to_the_whole_vocab_when_candidates_are_short() -> None:
-    vocab = 4 * TOP_P_CANDIDATES
+def test_wide_nucleus_reaches_deep_tokens_and_stops_at_its_edge() -> None:
+    vocab = 4096
     logits = -1e-3 * torch.arange(vocab, dtype=torch.float32)  # slowly decreasing: wide nucleus
     probs = torch.softmax(logits, dim=-1)
     nucleus = int((probs.cumsum(0) - probs < 0.9).sum())
-    assert nucleus > TOP_P_CANDIDATES
-    out = sample(logits.repeat(200, 1), _states(200, top_p=0.9))
+    assert nucleus > 2000
+    out = sample(logits.repeat(400, 1), _states(400, top_p=0.9))
     assert max(out.next_token_ids) < nucleus
-    assert any(t >= TOP_P_CANDIDATES for t in out.next_token_ids)
+    assert max(out.next_token_ids) > nucleus * 0.9
+
+
+def test_top_p_and_min_p_together() -> None:
+    probs = [0.35, 0.3, 0.2, 0.1, 0.05]
+    logits = [math.log(p) for p in probs]
+    assert set(_support(logits, top_p=0.8)) == {0, 1, 2}
+    # min_p=0.5 drops probs below 0.175 inside that nucleus.
+    assert set(_support(logits, top_p=0.8, min_p=0.5)) == {0, 1, 2}
+    assert set(_support(logits, top_p=0.8, min_p=0.6)) == {0, 1}
 
 
 def test_min_p_drops_tokens_below_a_fraction_of_the_best() -> None:
@@ -235,6 +288,24 @@ def test_penalties_match_a_per_row_reference() -> None:
     for i, (_, prompt, _) in enumerate(cases):
         _assert_close(got[i], _reference_processed(logits[i], states[i], prompt))
     assert not torch.equal(got[0], logits[0])
+
+
+def test_penalty_counts_grow_step_by_step() -> None:
+    vocab = 300
+    logits = torch.randn(2, vocab) * 3
+    params = SamplingParams(repetition_penalty=1.2, frequency_penalty=0.1, presence_penalty=0.2)
+    prompt = list(range(0, 60, 3))
+    states = [make_state(params, prompt), make_state(SamplingParams(frequency_penalty=0.5), [])]
+    generator = torch.Generator().manual_seed(0)
+    for step in range(12):
+        # Several new tokens per step, many distinct: the tracker's buffers must grow.
+        for state in states:
+            state.output_ids.extend(
+                torch.randint(0, vocab, (step + 1,), generator=generator).tolist()
+            )
+        got = processed_logits(logits, states)
+        _assert_close(got[0], _reference_processed(logits[0], states[0], prompt))
+        _assert_close(got[1], _reference_processed(logits[1], states[1], []))
 
 
 def test_penalty_counts_follow_output_rewrites() -> None:
