@@ -222,7 +222,8 @@ async def _chunks(
         if not role_sent:
             # Sent once the first update shows the request was accepted: errors stay 4xx.
             role_sent = True
-            yield chunk([_role_entry(i) for i in range(len(states))])
+            for i in range(len(states)):
+                yield chunk([_role_entry(i)])
         entry = choices[index].delta(ctx, index, final=update.finish is not None)
         if entry is not None:
             yield chunk([entry])

@@ -184,8 +184,11 @@ def _choice_json(ctx: common.ServingContext, call: CompletionCall, choice: _Choi
 
 
 def _echo_logprobs(ctx: common.ServingContext, call: CompletionCall, state: RequestState) -> dict:
-    tops = (state.input_top_logprobs or []) if call.logprobs else None
-    return completion_logprobs(ctx.token_texts, state.input_logprobs or [], tops, 0)
+    pairs, tops = state.input_logprobs, state.input_top_logprobs
+    if not pairs:
+        # A one-token prompt has no positions to score: its only token gets no logprob.
+        pairs, tops = [(None, state.prompt_ids[0])], [[]]
+    return completion_logprobs(ctx.token_texts, pairs, tops if call.logprobs else None, 0)
 
 
 async def _chunks(
