@@ -81,8 +81,10 @@ class KVCache:
 
     def write(self, layer_id: int, loc: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
         """Stores K/V of new tokens. loc: (num_tokens,); k, v: (num_tokens, num_kv_heads, head_dim)."""
-        self.k_buffer[layer_id][loc] = k.to(self.k_buffer[layer_id].dtype)
-        self.v_buffer[layer_id][loc] = v.to(self.v_buffer[layer_id].dtype)
+        # index_copy_ is one kernel; `buffer[loc] = x` goes through the slower index_put path.
+        k_buffer, v_buffer = self.k_buffer[layer_id], self.v_buffer[layer_id]
+        k_buffer.index_copy_(0, loc, k.to(k_buffer.dtype))
+        v_buffer.index_copy_(0, loc, v.to(v_buffer.dtype))
 
     @staticmethod
     def bytes_per_token(

@@ -12,6 +12,7 @@ import torch
 from radixlm.runtime.attention.base import get_attention_backend_class
 from radixlm.runtime.cuda_graph_runner import CudaGraphRunner
 from radixlm.runtime.forward_batch import ForwardBatch
+from radixlm.runtime.layers.linear import LinearBase, cpu_prepack_supported
 from radixlm.runtime.memory_pool import KVCache, KVSlotAllocator, ReqToTokenPool
 from radixlm.runtime.model_config import ModelConfig
 from radixlm.runtime.model_loader.resolve import ResolvedModel
@@ -90,6 +91,10 @@ class ModelRunner:
             else:
                 self.model.load_weights(iter_safetensors(resolved.model_dir))
         self.model.eval()
+        if cpu_prepack_supported(self.device, self.dtype):
+            for module in self.model.modules():
+                if isinstance(module, LinearBase):
+                    module.prepack_for_cpu()
 
         if max_total_tokens is None:
             if self.device.type != "cuda":
@@ -138,4 +143,4 @@ class ModelRunner:
         self.attn_backend.prepare(batch)
         hidden_states = self.model(batch.input_ids, batch.positions, batch, self.attn_backend)
         # Only the wanted rows go through the LM head (vocab-sized matmul).
-        return self.model.compute_logits(hidden_states[batch.logits_indices])
+        return self.model.compute_logits(hidden_states.index_select(0, batch.logits_indices))

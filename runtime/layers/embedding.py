@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from radixlm.runtime.layers.linear import LinearBase
+
 
 class VocabEmbedding(nn.Module):
     def __init__(self, vocab_size: int, hidden_size: int) -> None:
@@ -16,7 +18,7 @@ class VocabEmbedding(nn.Module):
         return F.embedding(input_ids, self.weight)
 
 
-class LMHead(nn.Module):
+class LMHead(LinearBase):
     """Hidden states -> float32 logits. Shares the embedding matrix when the model ties them."""
 
     def __init__(self, vocab_size: int, hidden_size: int, tied_to: VocabEmbedding | None) -> None:
@@ -25,6 +27,7 @@ class LMHead(nn.Module):
             self.weight = tied_to.weight
         else:
             self.weight = nn.Parameter(torch.empty(vocab_size, hidden_size), requires_grad=False)
+        self.bias = None
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return F.linear(hidden_states, self.weight).float()
+        return super().forward(hidden_states).float()

@@ -3,6 +3,11 @@
 Column-parallel layers split their output rows across ranks, row-parallel ones their input
 columns (and sum the partial results). With the default ``tp_size=1`` they are plain linears.
 Weights are created uninitialized: the runner loads them or fills them with a dummy init.
+
+On CPU in float32 the runner calls ``prepack_for_cpu`` once the weights are final: oneDNN's
+blocked weight layout makes batched matmuls (decode batches, prefill) 2-4x faster than
+``F.linear`` on plain weights, which re-packs the weight on every call; one-row matmuls
+(batch-1 decode) run as fast as before.
 """
 
 from __future__ import annotations
@@ -12,8 +17,39 @@ import torch.nn.functional as F
 from torch import nn
 
 
-class ColumnParallelLinear(nn.Module):
-    """``y = x W^T + b`` with W's rows (outputs) split across ranks; outputs stay sharded."""
+def cpu_prepack_supported(device: torch.device, dtype: torch.dtype) -> bool:
+    return device.type == "cpu" and dtype == torch.float32 and torch.backends.mkldnn.is_available()
+
+
+class LinearBase(nn.Module):
+    """``y = x W^T + b`` on a plain weight, or on its oneDNN-packed copy once prepacked."""
+
+    weight: nn.Parameter | None
+    bias: nn.Parameter | None
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.packed_weight: torch.Tensor | None = None
+
+    def prepack_for_cpu(self) -> None:
+        """Replaces the plain weight by oneDNN's packed layout (same values, no extra copy kept).
+
+        Irreversible: weights cannot be loaded into this module afterwards.
+        """
+        assert self.weight is not None and self.weight.device.type == "cpu"
+        self.packed_weight = torch.ops.mkldnn._reorder_linear_weight(self.weight.detach(), None)
+        self.weight = None  # a tied weight stays alive through the module that owns it
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.packed_weight is not None:
+            return torch.ops.mkldnn._linear_pointwise(
+                x, self.packed_weight, self.bias, "none", [], ""
+            )
+        return F.linear(x, self.weight, self.bias)
+
+
+class ColumnParallelLinear(LinearBase):
+    """W's rows (outputs) split across ranks; outputs stay sharded."""
 
     def __init__(
         self,
@@ -30,15 +66,9 @@ class ColumnParallelLinear(nn.Module):
         # Several logical matrices stacked along the output dim (q/k/v, gate/up): one matmul.
         self.shard_sizes = [size // tp_size for size in output_sizes]
         self.shard_offsets = [sum(self.shard_sizes[:i]) for i in range(len(self.shard_sizes))]
-        self.weight = nn.Parameter(
-            torch.empty(sum(self.shard_sizes), input_size), requires_grad=False
-        )
-        self.bias = (
-            nn.Parameter(torch.empty(sum(self.shard_sizes)), requires_grad=False) if bias else None
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight, self.bias)
+        out_size = sum(self.shard_sizes)
+        self.weight = nn.Parameter(torch.empty(out_size, input_size), requires_grad=False)
+        self.bias = nn.Parameter(torch.empty(out_size), requires_grad=False) if bias else None
 
     def load_shard(self, index: int, loaded: torch.Tensor, is_bias: bool = False) -> None:
         """Copies this rank's part of logical matrix ``index`` (full, unsharded) into place."""
@@ -49,8 +79,8 @@ class ColumnParallelLinear(nn.Module):
         target[offset : offset + size].copy_(loaded.narrow(0, self.tp_rank * size, size))
 
 
-class RowParallelLinear(nn.Module):
-    """``y = x W^T`` with W's columns (inputs) split across ranks; partial sums all-reduced."""
+class RowParallelLinear(LinearBase):
+    """W's columns (inputs) split across ranks; the partial products are all-reduced."""
 
     def __init__(
         self, input_size: int, output_size: int, tp_rank: int = 0, tp_size: int = 1
@@ -62,13 +92,15 @@ class RowParallelLinear(nn.Module):
         self.weight = nn.Parameter(
             torch.empty(output_size, input_size // tp_size), requires_grad=False
         )
+        self.bias = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.linear(x, self.weight)
+        out = super().forward(x)
         if self.tp_size > 1:
             torch.distributed.all_reduce(out)
         return out
 
     def load_shard(self, loaded: torch.Tensor) -> None:
+        assert self.weight is not None
         size = self.weight.shape[1]
         self.weight.copy_(loaded.narrow(1, self.tp_rank * size, size))
