@@ -53,7 +53,9 @@ class ServerProcesses:
                 sched_send,
             ),
             name="radixlm-scheduler",
-            daemon=True,
+            # Not a daemon: it runs grammar-compile worker processes. It still dies with us
+            # (PR_SET_PDEATHSIG) and ``stop`` terminates it.
+            daemon=False,
         )
         detokenizer = ctx.Process(
             target=run_detokenizer,

@@ -97,7 +97,12 @@ class Scheduler:
             self.outputs.add(req)
             return
         if self.grammars.needs_grammar(req):
-            self.grammars.submit(req)
+            try:
+                self.grammars.submit(req)
+            except Exception as exc:  # a broken compiler fails this request, not the loop
+                logger.exception("grammar submission failed for %s", req.rid)
+                reason = FinishReason(type="abort", status_code=500, message=f"grammar compiler failed: {exc}")
+                self._finish(req, reason, keep_in_cache=False)
         else:
             self.waiting.append(req)
 
