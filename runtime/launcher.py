@@ -10,6 +10,7 @@ import dataclasses
 import json
 import logging
 import multiprocessing as mp
+import os
 import threading
 from collections.abc import Callable
 from multiprocessing.connection import Connection, wait
@@ -23,6 +24,9 @@ from radixlm.runtime.server_args import ServerArgs
 logger = logging.getLogger(__name__)
 
 READY_TIMEOUT_S = 900.0  # first start converts the GGUF and may compile kernels
+# glibc returns large freed blocks to the OS at once, so every step's multi-MB logits and
+# activation tensors fault their pages back in; keeping them mapped speeds CPU steps up ~1.5x.
+CHILD_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "33554432", "MALLOC_TRIM_THRESHOLD_": "1073741824"}
 
 
 class ServerStartError(RuntimeError):
@@ -41,6 +45,8 @@ class ServerProcesses:
     def start(self) -> dict:
         """Spawns both processes and blocks until both are ready; returns the scheduler's info."""
         ctx = mp.get_context("spawn")
+        for key, value in CHILD_MALLOC_ENV.items():  # read by glibc when a child starts
+            os.environ.setdefault(key, value)
         endpoints_json = json.dumps(dataclasses.asdict(self.endpoints))
         sched_recv, sched_send = ctx.Pipe(duplex=False)
         detok_recv, detok_send = ctx.Pipe(duplex=False)
