@@ -56,7 +56,8 @@ class LLGuidanceBackend(GrammarBackend):
         )
 
     def build(self, spec: GrammarSpec) -> str:
-        from llguidance import LLMatcher, gbnf_to_lark
+        from llguidance import LLMatcher
+        from llguidance.gbnf_to_lark import any_to_lark
 
         if spec.kind == "json_schema":
             schema = parse_schema(spec.value)
@@ -78,7 +79,7 @@ class LLGuidanceBackend(GrammarBackend):
             grammar = LLMatcher.grammar_from_regex(regex)
         else:
             try:
-                grammar = LLMatcher.grammar_from_lark(gbnf_to_lark(spec.value))
+                grammar = LLMatcher.grammar_from_lark(any_to_lark(spec.value))
             except Exception as exc:  # noqa: BLE001 - the converter raises plain Exceptions
                 raise GrammarError(f"ebnf: {exc}") from exc
         is_error, messages = LLMatcher.validate_grammar_with_warnings(grammar, self.tokenizer)

@@ -56,7 +56,7 @@ class OutlinesGrammar(CompiledGrammar):
         self.vocab_index = vocab_index
         self.num_text_tokens = len(vocab_index.vocab.token_bytes)
         self.byte_ids = vocab_index.byte_token_ids
-        self.all_bytes_are_tokens = min(self.byte_ids) >= 0
+        self.first_bytes_are_tokens = not vocab_index.orphan_first_bytes
         self.eos_set = frozenset(vocab_index.vocab.eos_token_ids)
         self._masks: dict[int, np.ndarray] = {}
         self._mask_bytes = 0
@@ -80,10 +80,14 @@ class OutlinesGrammar(CompiledGrammar):
         return packed
 
     def allowed_first_bytes(self, state: int) -> list[int]:
-        if self.all_bytes_are_tokens:
-            # Every byte is a token, so a longer token is allowed only if its first byte is.
+        if self.first_bytes_are_tokens:
+            # A longer token is allowed only if its first byte, itself a token, is allowed.
             nxt = self.index.get_next_state
-            return [b for b in range(256) if nxt(state, self.byte_ids[b]) is not None]
+            return [
+                b
+                for b in range(256)
+                if self.byte_ids[b] >= 0 and nxt(state, self.byte_ids[b]) is not None
+            ]
         token_bytes = self.vocab_index.vocab.token_bytes
         allowed = self.index.get_allowed_tokens(state) or []
         return sorted(

@@ -23,6 +23,12 @@ from radixlm.constrained.schema_resolve import REFS, UNSAT, Resolver, err, json_
 from radixlm.constrained.spec import GrammarError
 
 MAX_LOWERED_NODES = 20_000
+# How deep outlines-core's "any JSON" containers (an object or array without a member schema)
+# may nest: its index cost grows ~4x per level (every nested string is new DFA states walked
+# against the whole vocabulary). One level at the root (`{"type": "object"}`, json_object mode),
+# none below: nested unconstrained values are scalars or empty containers. Sound, not complete.
+ROOT_GENERIC_DEPTH = 1
+NESTED_GENERIC_DEPTH = 0
 _REFUSED = ("not", "dependentSchemas", "contains", "minContains", "maxContains", "propertyNames")
 _REFUSED += ("$dynamicRef", "$recursiveRef")
 _IMPLIED_TYPES = (
@@ -222,7 +228,7 @@ class Lowering:
             return {"prefixItems": items}
         if flat.get("unevaluatedItems", True) not in (True, {}) and "items" not in flat:
             raise err(where, "unsupported keyword 'unevaluatedItems'")
-        out: dict = {"type": "array", "minItems": lo}
+        out: dict = {"type": "array", "minItems": lo, "depth": generic_depth(where)}
         if hi is not None:
             out["maxItems"] = hi
         if "items" in flat:
@@ -249,7 +255,7 @@ class Lowering:
                 if lo > 0:
                     raise Unsatisfiable
                 return {"type": "object", "maxProperties": 0}
-            out: dict = {"type": "object", "minProperties": lo}
+            out: dict = {"type": "object", "minProperties": lo, "depth": generic_depth(where)}
             if hi is not None:
                 out["maxProperties"] = hi
             if extra not in (True, {}):
@@ -298,6 +304,10 @@ def matching_patterns(name: str, patterns: dict, where: str) -> list:
         if unicode_hit:
             out.append(schema)
     return out
+
+
+def generic_depth(where: str) -> int:
+    return ROOT_GENERIC_DEPTH if where == "" else NESTED_GENERIC_DEPTH
 
 
 def any_of(lowered: list[dict]) -> dict:

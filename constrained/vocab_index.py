@@ -25,6 +25,11 @@ class VocabIndex:
         self.sorted_bytes = sorted(self.id_by_bytes)
         self.max_token_len = max((len(b) for b in self.sorted_bytes), default=0)
         self.byte_token_ids = [self.id_by_bytes.get(bytes([b]), -1) for b in range(256)]
+        # Bytes that start some token without being a token themselves. When there are none,
+        # "which first bytes are allowed" is answered by the 256 single-byte tokens alone.
+        self.orphan_first_bytes = {data[0] for data in self.sorted_bytes} - {
+            b for b in range(256) if self.byte_token_ids[b] >= 0
+        }
 
     def text_token_map(self) -> dict[bytes, list[int]]:
         """bytes -> every id with those bytes (EOS and special tokens left out)."""

@@ -1,0 +1,55 @@
+"""validate_spec: vocab-free and fast, for the HTTP process."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from radixlm.constrained import GrammarError, GrammarSpec, validate_spec
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        (GrammarSpec("regex", "("), "regex: invalid regex"),
+        (GrammarSpec("regex", "(?=a)"), "lookaround"),
+        (GrammarSpec("regex", ""), "empty"),
+        (GrammarSpec("json_schema", '{"type": "nonsense"}'), "unsupported type 'nonsense'"),
+        (GrammarSpec("json_schema", "{not json"), "not valid JSON"),
+        (GrammarSpec("json_schema", "[1]"), "must be a JSON object"),
+        (GrammarSpec("choices", "[]"), "non-empty JSON list"),
+        (GrammarSpec("choices", '["a", 1]'), "list of strings"),
+        (GrammarSpec("ebnf", "  "), "empty grammar"),
+    ],
+)
+def test_bad_specs_are_refused_quickly(spec: GrammarSpec, message: str) -> None:
+    start = time.monotonic()
+    with pytest.raises(GrammarError, match=message):
+        validate_spec(spec)
+    assert time.monotonic() - start < 1.0
+
+
+def test_unknown_kind_is_refused() -> None:
+    with pytest.raises(GrammarError, match="unknown grammar kind"):
+        GrammarSpec("yaml", "x")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        GrammarSpec("regex", r"\d{3}-[a-z]+"),
+        GrammarSpec("json_schema", '{"type": "object", "properties": {"a": {"type": "integer"}}}'),
+        GrammarSpec("choices", '["yes", "no"]'),
+        GrammarSpec("ebnf", 'root ::= "a"'),
+    ],
+)
+def test_good_specs_pass(spec: GrammarSpec) -> None:
+    validate_spec(spec)
+
+
+def test_unknown_backend_lists_the_valid_names(vocab) -> None:
+    from radixlm.constrained import create_grammar_backend
+
+    with pytest.raises(ValueError, match="llguidance.*outlines.*xgrammar"):
+        create_grammar_backend("nope", vocab)
