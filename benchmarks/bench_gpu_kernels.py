@@ -17,6 +17,7 @@ from triton.testing import do_bench_cudagraph
 from radixlm.kernels.activation import silu_and_mul
 from radixlm.kernels.decode_attention import DecodeWorkspace, decode_attention, decode_num_splits
 from radixlm.kernels.extend_attention import extend_attention
+from radixlm.kernels.gemv import gemv
 from radixlm.kernels.rmsnorm import rmsnorm
 from radixlm.kernels.rotary import apply_rotary
 
@@ -27,7 +28,7 @@ DTYPE = torch.bfloat16
 def microseconds(fn) -> float:
     fn()  # compile / plan outside the graph
     torch.cuda.synchronize()
-    return 1e3 * do_bench_cudagraph(fn, rep=200, return_mode="median")
+    return 1e3 * do_bench_cudagraph(fn, rep=100, return_mode="median")
 
 
 def paged_setup(batch: int, seq_len: int, num_heads: int, num_kv_heads: int, head_dim: int):
@@ -48,7 +49,6 @@ def bench_decode(batch: int, seq_len: int, heads: tuple[int, int, int]) -> dict:
     q = torch.randn(batch, num_heads, head_dim, device=DEVICE, dtype=DTYPE)
     num_sms = torch.cuda.get_device_properties(0).multi_processor_count
     workspace = DecodeWorkspace(num_heads, num_kv_heads, head_dim, num_sms, DEVICE)
-    splits = decode_num_splits(batch, num_kv_heads, num_sms)
     out = torch.empty_like(q)
     scale = head_dim**-0.5
     kv_bytes = 2 * batch * seq_len * num_kv_heads * head_dim * k_buffer.element_size()
@@ -58,12 +58,20 @@ def bench_decode(batch: int, seq_len: int, heads: tuple[int, int, int]) -> dict:
         "seq_len": seq_len,
         "heads": heads,
         "kv_bytes": kv_bytes,
-        "triton_us": microseconds(
-            lambda: decode_attention(
+        "num_splits": decode_num_splits(batch, num_kv_heads, num_sms),
+    }
+    # The split count the runtime picks, and its neighbours.
+    for splits in {
+        max(1, row["num_splits"] // 2),
+        row["num_splits"],
+        min(32, 2 * row["num_splits"]),
+    }:
+        row[f"triton_us_splits{splits}"] = microseconds(
+            lambda splits=splits: decode_attention(
                 q, k_buffer, v_buffer, req_to_token, rows, seq_lens, scale, splits, workspace, out
             )
-        ),
-    }
+        )
+    row["triton_us"] = row[f"triton_us_splits{row['num_splits']}"]
     try:
         import flashinfer
     except ImportError:
@@ -192,19 +200,61 @@ def bench_fused(num_tokens: int, hidden: int, intermediate: int, heads: int, hea
     ]
 
 
+GEMV_CONFIGS = [
+    (4, 1024, 4, 4),
+    (8, 512, 4, 4),
+    (16, 256, 4, 4),
+    (16, 512, 4, 4),
+    (16, 512, 8, 3),
+    (32, 256, 8, 4),
+]
+
+
+def bench_gemv(n: int, k: int) -> dict:
+    """One-row linear over enough weight copies that nothing stays in L2 (as in a decode
+    step, where each layer's weights are read once): F.linear (cuBLAS) vs our Triton GEMV."""
+    weight_bytes = n * k * 2
+    copies = max(2, -(-(256 << 20) // weight_bytes))
+    weights = [torch.randn(n, k, device=DEVICE, dtype=DTYPE) for _ in range(copies)]
+    x = torch.randn(1, k, device=DEVICE, dtype=DTYPE)
+
+    def per_call(fn) -> float:
+        return microseconds(lambda: [fn(w) for w in weights]) / copies
+
+    row = {"kernel": "gemv", "n": n, "k": k, "torch_us": per_call(lambda w: F.linear(x, w))}
+    timings = {cfg: per_call(lambda w, cfg=cfg: gemv(x, w, config=cfg)) for cfg in GEMV_CONFIGS}
+    best = min(timings, key=timings.get)
+    row.update(
+        triton_us=timings[best],
+        triton_config=best,
+        torch_tb_s=weight_bytes / row["torch_us"] / 1e6,
+        triton_tb_s=weight_bytes / timings[best] / 1e6,
+    )
+    err = (gemv(x, weights[0], config=best).float() - x.float() @ weights[0].float().t()).norm()
+    row["triton_rel_err"] = (err / (x.float() @ weights[0].float().t()).norm()).item()
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--result-filename", default=None)
+    parser.add_argument("--only", choices=("gemv", "other"), default=None)
     args = parser.parse_args()
     rows = []
-    llama = (32, 8, 128)
-    for batch, seq_len in ((1, 1280), (64, 1024), (256, 136)):
-        rows.append(bench_decode(batch, seq_len, llama))
-    rows.append(bench_decode(1, 1280, (9, 3, 64)))  # SmolLM2-135M
-    rows.append(bench_extend(1024, llama))
-    rows.append(bench_extend(4096, llama))
-    for num_tokens in (1, 64, 4096):
-        rows += bench_fused(num_tokens, 4096, 14336, 40, 128)  # Llama-3.1-8B: q + k heads
+    # Llama-3.1-8B's one-token linears: qkv, o, gate_up, down, lm_head.
+    for n, k in ((6144, 4096), (4096, 4096), (28672, 4096), (4096, 14336), (128256, 4096)):
+        if args.only != "other":
+            rows.append(bench_gemv(n, k))
+            print(json.dumps(rows[-1]), flush=True)
+    if args.only != "gemv":
+        llama = (32, 8, 128)
+        for batch, seq_len in ((1, 1280), (64, 1024), (256, 136)):
+            rows.append(bench_decode(batch, seq_len, llama))
+        rows.append(bench_decode(1, 1280, (9, 3, 64)))  # SmolLM2-135M
+        rows.append(bench_extend(1024, llama))
+        rows.append(bench_extend(4096, llama))
+        for num_tokens in (1, 64, 4096):
+            rows += bench_fused(num_tokens, 4096, 14336, 40, 128)  # Llama-3.1-8B: q + k heads
     device = torch.cuda.get_device_name()
     for row in rows:
         row["device"] = device

@@ -15,7 +15,7 @@ import torch
 import triton
 import triton.language as tl
 
-MAX_SPLITS = 16
+MAX_SPLITS = 32
 
 
 @triton.jit
@@ -183,7 +183,7 @@ def decode_attention(
     num_kv_heads = k_buffer.shape[1]
     group = num_heads // num_kv_heads
     assert num_heads % num_kv_heads == 0 and q.stride(2) == 1 and k_buffer.stride(2) == 1
-    assert num_splits in (1, 2, 4, 8, 16)
+    assert num_splits in (1, 2, 4, 8, 16, 32)
     assert req_pool_indices.is_contiguous() and seq_lens.is_contiguous()
     assert num_splits == 1 or batch * num_heads * num_splits <= workspace.max_rows
     if out is None:

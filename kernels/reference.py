@@ -95,3 +95,13 @@ def gather_kv_indices_reference(
     """The KV slots of each sequence, concatenated (FlashInfer's ``kv_indices``), int32."""
     parts = [req_to_token[row, :n] for row, n in zip(req_pool_indices, seq_lens, strict=True)]
     return torch.cat(parts).to(torch.int32)
+
+
+def linear_reference(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``x W^T + b`` in float32, rounded to x's dtype."""
+    out = x.float() @ weight.float().t()
+    if bias is not None:
+        out = out + bias.float()
+    return out.to(x.dtype)

@@ -42,8 +42,18 @@ for stage in "$@"; do
         --batch-size 1 64 --input-len 1024 --output-len 32 --hf-peer --hf-batch-size 1 64 \
         --result-filename "$OUT/one_batch.jsonl"
       ;;
+    profile)
+      for spec in "llama-3.1-8b triton" "llama-3.1-8b flashinfer" "smollm2-135m triton"; do
+        set -- $spec
+        python3 benchmarks/bench_gpu_profile.py --model-path $1 --attention-backend $2 \
+          | tee -a "$OUT/profile.log"
+      done
+      ;;
+    bench-gemv)
+      python3 benchmarks/bench_gpu_kernels.py --only gemv --result-filename "$OUT/kernels.jsonl"
+      ;;
     bench-kernels)
-      python3 benchmarks/bench_gpu_kernels.py --result-filename "$OUT/kernels.jsonl"
+      python3 benchmarks/bench_gpu_kernels.py --only other --result-filename "$OUT/kernels.jsonl"
       ;;
     *) echo "unknown stage $stage"; exit 2 ;;
   esac

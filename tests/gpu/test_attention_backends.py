@@ -71,7 +71,9 @@ class Pools:
         )
 
 
-def check_pass(backend, pools: Pools, batch: ForwardBatch, num_heads: int, head_dim: int) -> None:
+def check_pass(
+    backend, pools: Pools, batch: ForwardBatch, num_heads: int, _num_kv_heads: int, head_dim: int
+) -> None:
     num_kv_heads = pools.kv_cache.k_buffer[0].shape[1]
     backend.prepare(batch)
     for layer in range(NUM_LAYERS):

@@ -19,6 +19,7 @@ from radixlm.kernels.decode_attention import (  # noqa: E402
     decode_num_splits,
 )
 from radixlm.kernels.extend_attention import extend_attention  # noqa: E402
+from radixlm.kernels.gemv import gemv  # noqa: E402
 from radixlm.kernels.kv_indices import gather_kv_indices  # noqa: E402
 from radixlm.kernels.kv_store import store_kv  # noqa: E402
 from radixlm.kernels.rmsnorm import rmsnorm  # noqa: E402
@@ -261,3 +262,16 @@ def test_rotary_on_a_strided_view(dtype, heads):
     out = apply_rotary(qk, cos, sin_signed)
     expected = ref.rotary_reference(qk, cos, sin_signed)
     assert rel_err(out, expected) < ELEMENTWISE_TOL[dtype]
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("shape", [(6144, 4096), (37, 300), (896, 4864)])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_gemv_matches_linear(dtype, shape, with_bias):
+    n, k = shape
+    x = torch.randn(1, k, device=DEVICE).to(dtype)
+    weight = torch.randn(n, k, device=DEVICE).to(dtype)
+    bias = torch.randn(n, device=DEVICE).to(dtype) if with_bias else None
+    out = gemv(x, weight, bias)
+    assert out.shape == (1, n)
+    assert rel_err(out, ref.linear_reference(x, weight, bias)) < ELEMENTWISE_TOL[dtype] + 1e-6

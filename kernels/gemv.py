@@ -1,0 +1,77 @@
+"""Triton matrix-vector product for one-token passes (batch-1 decode): ``y = W x (+ b)``.
+
+At one token a linear layer is a pure weight stream: every byte of W is read once and used
+for two flops. This kernel gives each program a block of output rows and walks K with wide,
+coalesced loads, keeping several tiles in flight. Reference: ``kernels.reference.linear_reference``.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+# (BLOCK_N, BLOCK_K, num_warps, num_stages); the default was the best of
+# benchmarks/bench_gpu_kernels.py's sweep over Llama-3.1-8B's shapes on an H100.
+GemvConfig = tuple[int, int, int, int]
+DEFAULT_CONFIG: GemvConfig = (16, 512, 8, 3)
+
+
+@triton.jit
+def _gemv_kernel(
+    X,  # (K,) input row
+    W,  # (N, K) weight, K contiguous
+    Bias,  # (N,) or unused
+    Y,  # (N,) output
+    N,
+    K,
+    stride_wn,
+    HAS_BIAS: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
+    offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    mask_n = offs_n < N
+    acc = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
+    for k_start in range(0, K, BLOCK_K):
+        offs_k = k_start + tl.arange(0, BLOCK_K)
+        mask_k = offs_k < K
+        x = tl.load(X + offs_k, mask=mask_k, other=0.0)
+        w = tl.load(
+            W + offs_n[:, None].to(tl.int64) * stride_wn + offs_k[None, :],
+            mask=mask_n[:, None] & mask_k[None, :],
+            other=0.0,
+        )
+        acc += w.to(tl.float32) * x.to(tl.float32)[None, :]
+    y = tl.sum(acc, 1)
+    if HAS_BIAS:
+        y += tl.load(Bias + offs_n, mask=mask_n, other=0.0).to(tl.float32)
+    tl.store(Y + offs_n, y.to(Y.dtype.element_ty), mask=mask_n)
+
+
+def gemv(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    config: GemvConfig = DEFAULT_CONFIG,
+) -> torch.Tensor:
+    """x: (1, K), weight: (N, K) -> (1, N), like ``F.linear`` for a single row."""
+    assert x.shape[0] == 1 and x.stride(-1) == 1 and weight.stride(1) == 1
+    n, k = weight.shape
+    block_n, block_k, num_warps, num_stages = config
+    y = torch.empty((1, n), dtype=x.dtype, device=x.device)
+    _gemv_kernel[(triton.cdiv(n, block_n),)](
+        x,
+        weight,
+        bias if bias is not None else y,
+        y,
+        n,
+        k,
+        weight.stride(0),
+        HAS_BIAS=bias is not None,
+        BLOCK_N=block_n,
+        BLOCK_K=min(block_k, triton.next_power_of_2(k)),
+        num_warps=num_warps,
+        num_stages=num_stages,
+    )
+    return y
