@@ -2,7 +2,10 @@
 
 Each sequence starts with ``--context-len`` tokens already in the KV pool (their K/V values do
 not change the timing, so no prefill is run), then every step decodes one token per sequence.
-Prints the median step time and the decode throughput per batch size.
+Prints the median step time and the decode throughput per batch size, next to the memory
+floor measured on the spot: a decode step must read every weight and every sequence's K/V
+once, so (weight bytes + KV bytes) / read bandwidth bounds it from below. On a shared CPU
+the bandwidth (and so every step) moves with what else runs; compare steps to that floor.
 
     python benchmarks/bench_decode_step.py                      # default model, float32 CPU
     python benchmarks/bench_decode_step.py --batch-sizes 1,32 --steps 50
@@ -18,6 +21,8 @@ import time
 import torch
 
 from radixlm.runtime.forward_batch import ForwardMode, build_forward_batch
+from radixlm.runtime.layers.linear import LinearBase
+from radixlm.runtime.memory_pool import KVCache
 from radixlm.runtime.model_config import ModelConfig
 from radixlm.runtime.model_loader import resolve_model
 from radixlm.runtime.model_runner import ModelRunner
@@ -67,6 +72,17 @@ def time_decode_steps(
     return step_seconds
 
 
+def measure_read_bandwidth(device: torch.device, num_bytes: int = 512 * 2**20) -> float:
+    """Best-of-5 bytes/s of summing a buffer much larger than the last-level cache."""
+    buffer = torch.ones(num_bytes // 4, dtype=torch.float32, device=device)
+    best = float("inf")
+    for _ in range(5):
+        start = time.perf_counter()
+        buffer.sum().item()
+        best = min(best, time.perf_counter() - start)
+    return num_bytes / best
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model-path", default=None)
@@ -94,13 +110,27 @@ def main() -> None:
         f"model {resolved.display_path} ({resolved.weights_format}), {runner.dtype}, "
         f"{runner.device}, threads {torch.get_num_threads()}, context {args.context_len}"
     )
-    print(f"{'batch':>5} {'median ms/step':>15} {'min ms/step':>12} {'tok/s':>9}")
+    element_size = torch.empty((), dtype=runner.dtype).element_size()
+    # Every linear weight (LM head included) is read once per step; embedding rows are not.
+    weight_bytes = element_size * sum(
+        (m.packed_weight if m.packed_weight is not None else m.weight).numel()
+        for m in runner.model.modules()
+        if isinstance(m, LinearBase)
+    )
+    kv_bytes_per_token = KVCache.bytes_per_token(
+        config.num_layers, config.num_kv_heads, config.head_dim, runner.dtype
+    )
+    print(
+        f"{'batch':>5} {'median ms/step':>15} {'min ms/step':>12} {'tok/s':>9} {'memory floor ms':>16}"
+    )
     for batch_size in batch_sizes:
         seconds = time_decode_steps(runner, batch_size, args.context_len, args.steps, args.warmup)
         median = statistics.median(seconds)
+        step_bytes = weight_bytes + batch_size * args.context_len * kv_bytes_per_token
+        floor = step_bytes / measure_read_bandwidth(runner.device)
         print(
             f"{batch_size:>5} {median * 1e3:>15.2f} {min(seconds) * 1e3:>12.2f} "
-            f"{batch_size / median:>9.1f}"
+            f"{batch_size / median:>9.1f} {floor * 1e3:>16.2f}"
         )
 
 

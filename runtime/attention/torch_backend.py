@@ -103,16 +103,19 @@ class TorchAttentionBackend(AttentionBackend):
         outputs = []
         for seq in plan:
             seq_q = q[seq.start : seq.start + seq.num_new].transpose(0, 1)  # (heads, new, dim)
-            keys = k_buffer.index_select(0, seq.kv_index).transpose(0, 1)  # (kv_heads, len, dim)
-            values = v_buffer.index_select(0, seq.kv_index).transpose(0, 1)
+            keys = k_buffer.index_select(0, seq.kv_index)  # (seq_len, kv_heads, dim)
+            values = v_buffer.index_select(0, seq.kv_index)
+            if group > 1:
+                # Explicit copies: SDPA's own enable_gqa path is ~2x slower on CPU.
+                keys = keys.repeat_interleave(group, dim=1)  # (seq_len, heads, dim)
+                values = values.repeat_interleave(group, dim=1)
             out = F.scaled_dot_product_attention(
-                seq_q.unsqueeze(0),
-                keys.unsqueeze(0),
-                values.unsqueeze(0),
+                seq_q,
+                keys.transpose(0, 1),
+                values.transpose(0, 1),
                 attn_mask=seq.mask,
                 is_causal=seq.mask is None,  # no prefix: square causal, no mask to build
                 scale=scaling,
-                enable_gqa=True,
-            )  # (1, heads, new, dim)
-            outputs.append(out[0].transpose(0, 1))
+            )  # (heads, new, dim)
+            outputs.append(out.transpose(0, 1))
         return torch.cat(outputs) if len(outputs) > 1 else outputs[0]
