@@ -46,12 +46,13 @@ class LinearBase(nn.Module):
                 x, self.packed_weight, self.bias, "none", [], ""
             )
         if x.is_cuda and x.dim() == 2 and x.shape[0] == 1 and x.dtype != torch.float32:
-            # One 16-bit row (batch-1 decode) is a pure weight stream; our Triton GEMV reads it
-            # 5-18% faster than cuBLAS (benchmarks/bench_gpu_kernels.py). Imported here:
-            # kernels/ needs triton, which CPU installs do not have.
-            from radixlm.kernels.gemv import gemv
+            # One 16-bit row (batch-1 decode) is a pure weight stream; for most shapes our
+            # Triton GEMV reads it 5-18% faster than cuBLAS (benchmarks/bench_gpu_kernels.py).
+            # Imported here: kernels/ needs triton, which CPU installs do not have.
+            from radixlm.kernels.gemv import gemv, gemv_pays
 
-            return gemv(x, self.weight, self.bias)
+            if gemv_pays(*self.weight.shape):
+                return gemv(x, self.weight, self.bias)
         return F.linear(x, self.weight, self.bias)
 
 

@@ -37,6 +37,11 @@ for stage in "$@"; do
         --batch-size 1 8 32 64 128 256 --input-len 128 --output-len 8 \
         --result-filename "$OUT/one_batch.jsonl"
       ;;
+    bench-sweep-triton)
+      python3 benchmarks/bench_one_batch.py --model-path llama-3.1-8b --attention-backend triton \
+        --batch-size 1 8 32 64 128 256 --input-len 128 --output-len 8 \
+        --result-filename "$OUT/one_batch.jsonl"
+      ;;
     bench-hf)
       python3 benchmarks/bench_one_batch.py --model-path llama-3.1-8b --attention-backend flashinfer \
         --batch-size 1 64 --input-len 1024 --output-len 32 --hf-peer --hf-batch-size 1 64 \
