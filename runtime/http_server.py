@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -11,6 +12,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from radixlm.runtime.errors import InvalidRequestError
 from radixlm.runtime.generate_request import parse_generate
@@ -145,6 +147,30 @@ async def start_stream(events: AsyncIterator[dict]) -> Response:
     return StreamingResponse(sse(chained()), media_type="text/event-stream")
 
 
+class ApiKeyMiddleware:
+    """``Authorization: Bearer <key>`` on every route but /health.
+
+    A plain ASGI middleware on purpose: Starlette's ``@app.middleware("http")`` wraps
+    ``receive`` so that ``request.is_disconnected()`` never sees a client leave, and
+    non-streaming requests would then run to the end for nobody.
+    """
+
+    def __init__(self, app: ASGIApp, api_key: str) -> None:
+        self.app = app
+        self.expected = f"Bearer {api_key}".encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] not in UNPROTECTED_PATHS:
+            given = dict(scope["headers"]).get(b"authorization", b"")
+            if not hmac.compare_digest(given, self.expected):
+                response = error_response(
+                    401, "invalid or missing API key (Authorization: Bearer ...)"
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 def create_app(
     manager: TokenizerManager,
     model_info: dict[str, Any],
@@ -155,12 +181,8 @@ def create_app(
 ) -> FastAPI:
     app = FastAPI(title="radixlm", docs_url=None, redoc_url=None)
 
-    @app.middleware("http")
-    async def check_api_key(request: Request, call_next):
-        if api_key and request.url.path not in UNPROTECTED_PATHS:
-            if request.headers.get("authorization", "") != f"Bearer {api_key}":
-                return error_response(401, "invalid or missing API key (Authorization: Bearer ...)")
-        return await call_next(request)
+    if api_key:
+        app.add_middleware(ApiKeyMiddleware, api_key=api_key)
 
     @app.exception_handler(InvalidRequestError)
     async def invalid_request(_: Request, exc: InvalidRequestError):
