@@ -99,7 +99,7 @@ class TorchAttentionBackend(AttentionBackend):
                 attn_mask=plan.mask,
                 scale=scaling,
             )  # (batch, kv_heads, group, head_dim)
-            return out.view(num_tokens, num_heads, head_dim)
+            return out.reshape(num_tokens, num_heads, head_dim)
         outputs = []
         for seq in plan:
             seq_q = q[seq.start : seq.start + seq.num_new].transpose(0, 1)  # (heads, new, dim)
