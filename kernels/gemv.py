@@ -52,12 +52,13 @@ def _gemv_kernel(
 def gemv_pays(n: int, k: int) -> bool:
     """Whether one row of ``(n, k)`` weights is faster here than in cuBLAS.
 
-    Measured on an H100 (benchmarks/bench_gpu_kernels.py): yes for Llama-3.1-8B's shapes
-    (n >= 4096: at least two 16-row programs per SM), and for short rows (k <= 1024, one or
-    two tiles: one launch against cuBLAS's split-K pair). Not for few tall rows (Qwen2.5-0.5B's
-    down projection, 896 x 4864): too few programs stream too long, while cuBLAS splits K.
+    Measured on an H100 (benchmarks/bench_gpu_kernels.py, bench_one_batch.py): yes for
+    Llama-3.1-8B's shapes (n >= 4096: at least two 16-row programs per SM) and for SmolLM2's
+    small ones (k <= 2048: a few tiles, one launch against cuBLAS's split-K pair). Not for few
+    tall rows (Qwen2.5-0.5B's down projection, 896 x 4864): too few programs stream too long,
+    while cuBLAS splits K.
     """
-    return n >= 4096 or k <= 1024
+    return n >= 4096 or k <= 2048
 
 
 def gemv(

@@ -26,7 +26,7 @@ for stage in "$@"; do
       ;;
     bench-latency)
       for model in smollm2-135m qwen2.5-0.5b llama-3.1-8b; do
-        for backend in flashinfer triton; do
+        for backend in ${BACKENDS:-flashinfer triton}; do
           python3 benchmarks/bench_one_batch.py --model-path $model --attention-backend $backend \
             --batch-size 1 --input-len 1024 --output-len 256 --result-filename "$OUT/one_batch.jsonl"
         done
