@@ -19,7 +19,7 @@ def iter_safetensors(model_dir: str) -> Iterator[tuple[str, torch.Tensor]]:
         raise FileNotFoundError(f"no *.safetensors files in {model_dir}")
     for path in files:
         with safe_open(path, framework="pt") as f:
-            for name in f.keys():  # noqa: SIM118 - safe_open is not a dict
+            for name in f.keys():
                 yield name, f.get_tensor(name)
 
 
