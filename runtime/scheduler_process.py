@@ -32,6 +32,7 @@ def build_scheduler(args: ServerArgs, resolved: ResolvedModel) -> tuple[Schedule
     import torch
 
     from radixlm.radix_cache import RadixCache
+    from radixlm.runtime.attention.base import default_gpu_attention_backend
     from radixlm.runtime.batch_runner import BatchRunner
     from radixlm.runtime.kv_manager import KVManager
     from radixlm.runtime.model_config import ModelConfig
@@ -56,7 +57,11 @@ def build_scheduler(args: ServerArgs, resolved: ResolvedModel) -> tuple[Schedule
         resolved,
         device=device,
         dtype=dtype,
-        attention_backend=args.attention_backend or ("torch" if device == "cpu" else "flashinfer"),
+        attention_backend=args.attention_backend
+        or ("torch" if device == "cpu" else default_gpu_attention_backend()),
+        cuda_graph_max_bs=None
+        if args.disable_cuda_graph or device == "cpu"
+        else args.cuda_graph_max_bs,
         max_total_tokens=args.max_total_tokens
         or (CPU_DEFAULT_MAX_TOTAL_TOKENS if device == "cpu" else None),
         mem_fraction_static=args.mem_fraction_static,
@@ -122,9 +127,9 @@ def _grammar_manager(
 
     if args.grammar_backend == "none":
         return GrammarManager(None, None)
-    from radixlm.constrained import GrammarCompiler, GrammarSpec, create_grammar_backend
     from transformers import AutoTokenizer
 
+    from radixlm.constrained import GrammarCompiler, GrammarSpec, create_grammar_backend
     from radixlm.runtime.grammar_vocab import vocab_from_hf_tokenizer
 
     hf_tokenizer = AutoTokenizer.from_pretrained(tokenizer.model_dir)
