@@ -25,7 +25,7 @@ def chat(s, turns):
         with s.user():
             s += turn
         with s.assistant():
-            s += rl.gen(f"reply_{i}", max_tokens=32, stop="\n")
+            s += rl.gen(f"reply_{i}", max_tokens=16, stop="\n")
 
 
 def main(backend: Any) -> list[dict]:

@@ -16,9 +16,9 @@ import radixlm as rl
 def multi_turn_question(s, question_1, question_2):
     s += rl.system("You are a helpful assistant. Answer in one short sentence.")
     s += rl.user(question_1)
-    s += rl.assistant(rl.gen("answer_1", max_tokens=24, stop="\n"))
+    s += rl.assistant(rl.gen("answer_1", max_tokens=16, stop="\n"))
     s += rl.user(question_2)
-    s += rl.assistant(rl.gen("answer_2", max_tokens=24, stop="\n"))
+    s += rl.assistant(rl.gen("answer_2", max_tokens=16, stop="\n"))
 
 
 def main(backend: Any) -> rl.ProgramState:

@@ -16,7 +16,7 @@ import radixlm as rl
 @rl.function
 def story(s, topic):
     s += rl.user("Write two sentences about " + topic + ".")
-    s += rl.assistant(rl.gen("story", max_tokens=48))
+    s += rl.assistant(rl.gen("story", max_tokens=24))
 
 
 async def stream_async(backend: Any) -> list[str]:
