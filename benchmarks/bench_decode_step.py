@@ -6,8 +6,11 @@ Prints the median step time and the decode throughput per batch size, next to th
 floor measured on the spot: a decode step must read every weight and every sequence's K/V
 once, so (weight bytes + KV bytes) / read bandwidth bounds it from below. On a shared CPU
 the bandwidth (and so every step) moves with what else runs; compare steps to that floor.
+When other processes share the cores, OMP_WAIT_POLICY=PASSIVE (set before torch starts) stops
+OpenMP workers from spinning against them: 5-10x faster steps on a loaded 2-core machine.
 
     python benchmarks/bench_decode_step.py                      # default model, float32 CPU
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_decode_step.py   # on a busy machine
     python benchmarks/bench_decode_step.py --batch-sizes 1,32 --steps 50
     python benchmarks/bench_decode_step.py --model-path qwen2.5-0.5b --load-format dummy
 """
