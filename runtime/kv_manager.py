@@ -86,6 +86,25 @@ class KVManager:
         req.tree_prefix_len = 0
         req.kv_len = 0
 
+    def cache_prompt(self, req: Req) -> None:
+        """Puts a freshly prefilled request's KV into the radix cache right away, so requests that
+        share its prompt can reuse it while it is still decoding (SGLang's cache_unfinished_req).
+        The request then holds the lock on the new node and owns no prompt slots itself."""
+        if not self.cache_enabled or req.kv_len <= req.tree_prefix_len:
+            return
+        row = req.req_pool_idx
+        ids = req.all_ids[: req.kv_len]
+        slots = self.req_to_token_pool.read(row, req.kv_len)
+        already_cached = self.cache.insert(ids, slots)
+        self.allocator.free(slots[req.tree_prefix_len : max(already_cached, req.tree_prefix_len)])
+        match = self.cache.match_prefix(ids)
+        assert len(match.slots) == req.kv_len, "a just-inserted sequence must match in full"
+        self.req_to_token_pool.write(row, 0, match.slots)  # spares replaced by the cache's slots
+        self.cache.lock(match.last_node)
+        self.cache.unlock(req.tree_node)
+        req.tree_node = match.last_node
+        req.tree_prefix_len = req.kv_len
+
     def check(self, live_reqs: Iterable[Req]) -> dict:
         """Verifies ``free + cached + request-owned == pool size`` and the cache's own integrity."""
         self.cache.check_integrity()

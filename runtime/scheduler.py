@@ -14,6 +14,7 @@ import time
 
 import zmq
 
+from radixlm.radix_cache import RadixCache
 from radixlm.runtime import ipc
 from radixlm.runtime.batch_runner import BatchRunner
 from radixlm.runtime.grammar_manager import GrammarManager
@@ -37,6 +38,9 @@ from radixlm.runtime.scheduler_config import SchedulerConfig
 logger = logging.getLogger(__name__)
 
 MIN_NEW_TOKEN_RATIO = 0.1
+# Defer a request whose prompt shares at least this many uncached tokens with one already in
+# the prefill pass (SGLang: 32): computing the prefix once and reusing it beats computing it twice.
+IN_PASS_PREFIX_THRESHOLD = 32
 NEW_TOKEN_RATIO_DECAY = 0.002
 RETRACT_NEW_TOKEN_RATIO_STEP = 0.1
 DECODE_LOG_INTERVAL = 40  # decode passes between throughput log lines (SGLang's default)
@@ -174,8 +178,12 @@ class Scheduler:
         ordered = order_waiting(self.waiting, self.config.schedule_policy, self.kv.prefix_len)
         # A chunked request already holds KV for part of its prompt: it always goes first.
         ordered.sort(key=lambda r: r.req_pool_idx is None)
+        in_pass = RadixCache() if self.kv.cache_enabled else None
         chosen: list[tuple[Req, int]] = []
         for req in ordered:
+            if in_pass is not None and req.req_pool_idx is None:
+                if self._shares_prefix_with_pass(req, in_pass):
+                    continue  # its prefix is being computed now: reuse it from the cache next pass
             if req.req_pool_idx is None and not self.kv.admit(req):
                 break
             taken = budget.try_add(req, req.kv_len)
@@ -190,6 +198,15 @@ class Scheduler:
         for req, _ in chosen:
             self.waiting.remove(req)
         return chosen
+
+    def _shares_prefix_with_pass(self, req: Req, in_pass: RadixCache) -> bool:
+        """True if an uncached prefix of ``req`` is already being computed in this pass."""
+        ids = req.all_ids[: req.max_prefix_len]
+        shared = len(in_pass.match_prefix(ids).slots)
+        if shared - self.kv.prefix_len(req) >= IN_PASS_PREFIX_THRESHOLD:
+            return True
+        in_pass.insert(ids, list(range(len(ids))))
+        return False
 
     def _prepare_decode(self) -> None:
         """Makes room for one more pass of every running request, retracting if KV runs out."""
@@ -264,6 +281,7 @@ class Scheduler:
                 if req.in_prefill:
                     self.waiting.insert(0, req)  # a chunked request continues next pass
                 else:
+                    self.kv.cache_prompt(req)
                     self.running.append(req)
             self.outputs.add(req)
 

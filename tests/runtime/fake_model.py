@@ -27,9 +27,11 @@ class FakeModelRunner:
         self.eos_every = eos_every
         self.fail_on_token = fail_on_token
         self.num_forward = 0
+        self.num_tokens = 0  # tokens computed (prefill + decode), for prefix-reuse checks
 
     def forward(self, batch: ForwardBatch) -> torch.Tensor:
         self.num_forward += 1
+        self.num_tokens += batch.num_tokens
         if self.fail_on_token is not None and bool((batch.input_ids == self.fail_on_token).any()):
             raise RuntimeError("injected failure")
         self.stored[batch.out_cache_loc] = batch.input_ids

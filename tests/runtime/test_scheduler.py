@@ -135,8 +135,9 @@ def test_abort_frees_kv_and_keeps_partial_kv_out_of_the_cache():
     results = run_all(scheduler, [])
     assert results["r1"]["finish"].type == "abort"
     assert results["r0"]["finish"].type == "length" and results["r2"]["finish"].type == "length"
-    # Only the two finished requests' tokens are cached (30 prompt + 50 output - last, each).
-    assert scheduler.kv.cache.total_size() == 2 * (30 + 49)
+    # The finished requests' tokens are cached (30 prompt + 50 output - last, each); of the
+    # aborted one only its prompt (complete, cached right after prefill), none of its decode KV.
+    assert scheduler.kv.cache.total_size() == 2 * (30 + 49) + 30
     assert_invariant(scheduler)
 
 
@@ -189,3 +190,17 @@ def test_invalid_request_is_rejected_with_a_reason():
     results = run_all(scheduler, [request("x", [VOCAB + 5])])
     assert results["x"]["finish"].type == "abort" and results["x"]["finish"].status_code == 400
     assert "outside the vocabulary" in results["x"]["finish"].message
+
+
+def test_requests_sharing_a_prompt_prefix_compute_it_once():
+    # All 16 arrive together: one computes the shared prefix, the rest reuse it from the cache
+    # (inserted right after prefill, while the first request is still decoding).
+    scheduler = make_scheduler(chunk_size=4096)
+    ids_list = prompts(16, 120, shared=100)
+    expected = solo_outputs(ids_list)
+    results = run_all(scheduler, [request(f"r{i}", ids) for i, ids in enumerate(ids_list)])
+    assert [results[f"r{i}"]["ids"] for i in range(16)] == expected
+    assert sum(results[f"r{i}"]["cached"] >= 100 for i in range(16)) == 15
+    prefill_tokens = scheduler.runner.model_runner.num_tokens - 16 * 7  # minus decode steps
+    assert prefill_tokens == 100 + 16 * 20
+    assert_invariant(scheduler)
