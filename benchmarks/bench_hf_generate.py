@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -70,13 +71,19 @@ def measure(
     of the same prompts) subtracted."""
     input_ids = random_prompts(batch_size, input_len, model.config.vocab_size, rng)
     prefill_s = timed_generate(model, input_ids, 1)
+    cpu_start = time.process_time()
     total_s = timed_generate(model, input_ids, output_len)
+    cpu_s = time.process_time() - cpu_start
     return {
         "batch_size": batch_size,
         "input_len": input_len,
         "output_len": output_len,
         "prefill_s": prefill_s,
         "total_s": total_s,
+        # CPU seconds of this process during the timed run: about num_threads * total_s on an
+        # idle machine; far less means other processes took the cores and the figure is skewed.
+        "cpu_s": cpu_s,
+        "loadavg_1m": os.getloadavg()[0],
         "output_tok_s": batch_size * output_len / total_s,
         "decode_tok_s": batch_size * (output_len - 1) / (total_s - prefill_s),
     }

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -25,9 +26,10 @@ import numpy as np
 from bench_serving import default_gguf_path
 
 
-def timed_generate(llm: Any, prompt_ids: list[int], output_len: int) -> tuple[float, float]:
-    """(seconds to the first token, seconds to the last) for one greedy generation."""
+def timed_generate(llm: Any, prompt_ids: list[int], output_len: int) -> tuple[float, float, float]:
+    """(seconds to the first token, seconds to the last, CPU seconds) for one greedy generation."""
     llm.reset()  # no prompt reuse between runs
+    cpu_start = time.process_time()
     start = time.perf_counter()
     first = 0.0
     for i, _ in enumerate(llm.generate(prompt_ids, top_k=1, temp=0.0, reset=True)):
@@ -35,7 +37,7 @@ def timed_generate(llm: Any, prompt_ids: list[int], output_len: int) -> tuple[fl
             first = time.perf_counter() - start
         if i + 1 == output_len:
             break
-    return first, time.perf_counter() - start
+    return first, time.perf_counter() - start, time.process_time() - cpu_start
 
 
 def main() -> None:
@@ -74,12 +76,15 @@ def main() -> None:
         "batch_size": 1,
     }
     for input_len in args.input_lens:
-        ttft_s, total_s = timed_generate(llm, prompt(input_len), args.output_len)
+        ttft_s, total_s, cpu_s = timed_generate(llm, prompt(input_len), args.output_len)
         row = common | {
             "input_len": input_len,
             "output_len": args.output_len,
             "prefill_s": ttft_s,
             "total_s": total_s,
+            # About n_threads * total_s on an idle machine; far less means a skewed figure.
+            "cpu_s": cpu_s,
+            "loadavg_1m": os.getloadavg()[0],
             "output_tok_s": args.output_len / total_s,
             "decode_tok_s": (args.output_len - 1) / (total_s - ttft_s),
         }
