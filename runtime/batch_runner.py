@@ -57,7 +57,7 @@ class BatchRunner:
         flat = 0
         for req, n in chosen:
             start = req.kv_len
-            ids = req.all_ids[start : start + n]
+            ids = req.token_range(start, start + n)
             new_ids.append(ids)
             prefix_lens.append(start)
             rows.append(req.req_pool_idx)
@@ -67,7 +67,7 @@ class BatchRunner:
                 if positions:
                     input_lp.append((req, positions, len(logits_indices)))
                     logits_indices.extend(flat + p - start for p in positions)
-            completes = start + n == len(req.all_ids)
+            completes = start + n == req.num_tokens
             if completes and req.remaining_new_tokens > 0:
                 sample_reqs.append((req, len(logits_indices)))
                 logits_indices.append(flat + n - 1)

@@ -67,9 +67,11 @@ def build_forward_batch(
     assert all(n >= 1 for n in extend_lens), "every sequence must bring at least one new token"
     if mode is ForwardMode.DECODE:
         assert all(n == 1 for n in extend_lens), "decode takes exactly one token per sequence"
-    seq_lens = [p + n for p, n in zip(prefix_lens, extend_lens)]
+    seq_lens = [p + n for p, n in zip(prefix_lens, extend_lens, strict=True)]
     flat_ids = [t for ids in input_ids for t in ids]
-    positions = [pos for p, n in zip(prefix_lens, extend_lens) for pos in range(p, p + n)]
+    positions = [
+        pos for p, n in zip(prefix_lens, extend_lens, strict=True) for pos in range(p, p + n)
+    ]
     assert len(out_cache_loc) == len(flat_ids)
     if logits_indices is None:
         ends, total = [], 0

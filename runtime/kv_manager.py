@@ -63,9 +63,11 @@ class KVManager:
             self.allocator.free(self.cache.evict(short))
         return self.allocator.alloc(num_slots)
 
-    def extend(self, req: Req, slots: list[int]) -> None:
-        """Records slots for the request's next ``len(slots)`` tokens (written by the forward pass)."""
-        self.req_to_token_pool.write(req.req_pool_idx, req.kv_len, slots)
+    def extend(self, reqs: list[Req], slots: list[list[int]]) -> None:
+        """Records each request's slots for its next tokens (their K/V is written by the pass)."""
+        self.req_to_token_pool.write_many(
+            [r.req_pool_idx for r in reqs], [r.kv_len for r in reqs], slots
+        )
 
     def release(self, req: Req, keep_in_cache: bool) -> None:
         """Frees the request's KV. Finished and retracted requests leave their tokens in the radix

@@ -36,6 +36,17 @@ class ReqToTokenPool:
                 slots, dtype=torch.int64, device=self.req_to_token.device
             )
 
+    def write_many(self, rows: list[int], starts: list[int], slots: list[list[int]]) -> None:
+        """One indexed write for a whole pass (a write per request costs a copy each on GPU)."""
+        row_index = [r for r, s in zip(rows, slots, strict=True) for _ in s]
+        col_index = [c for st, s in zip(starts, slots, strict=True) for c in range(st, st + len(s))]
+        flat = [x for s in slots for x in s]
+        if flat:
+            device = self.req_to_token.device
+            self.req_to_token[
+                torch.tensor(row_index, device=device), torch.tensor(col_index, device=device)
+            ] = torch.tensor(flat, dtype=torch.int64, device=device)
+
     def read(self, row: int, length: int) -> list[int]:
         return self.req_to_token[row, :length].tolist()
 

@@ -52,6 +52,17 @@ class Req:
         return self.input_ids + self.output_ids
 
     @property
+    def num_tokens(self) -> int:
+        return len(self.input_ids) + len(self.output_ids)
+
+    def token_range(self, start: int, end: int) -> list[int]:
+        """``all_ids[start:end]`` without concatenating the whole sequence (a hot path)."""
+        num_input = len(self.input_ids)
+        if start >= num_input:
+            return self.output_ids[start - num_input : end - num_input]
+        return self.all_ids[start:end]
+
+    @property
     def num_pending(self) -> int:
         return len(self.input_ids) + len(self.output_ids) - self.kv_len
 

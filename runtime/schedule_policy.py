@@ -45,7 +45,7 @@ class PrefillBudget:
         """Adds the request, or a chunk of it; returns the tokens taken (0: budget exhausted)."""
         if len(self.chosen) >= self.max_new_requests:
             return 0
-        pending = len(req.all_ids) - prefix_len
+        pending = req.num_tokens - prefix_len
         room_in_pass = self.max_pass_tokens - self.pass_tokens
         if room_in_pass <= 0:
             return 0

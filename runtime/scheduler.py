@@ -105,7 +105,9 @@ class Scheduler:
                 self.grammars.submit(req)
             except Exception as exc:  # a broken compiler fails this request, not the loop
                 logger.exception("grammar submission failed for %s", req.rid)
-                reason = FinishReason(type="abort", status_code=500, message=f"grammar compiler failed: {exc}")
+                reason = FinishReason(
+                    type="abort", status_code=500, message=f"grammar compiler failed: {exc}"
+                )
                 self._finish(req, reason, keep_in_cache=False)
         else:
             self.waiting.append(req)
@@ -248,10 +250,11 @@ class Scheduler:
             # Admission estimates were off: requeue and retry after the running requests move on.
             self.waiting.extend(req for req, _ in chosen)
             return
-        offset = 0
-        for req, n in chosen:
-            self.kv.extend(req, slots[offset : offset + n])
+        per_req, offset = [], 0
+        for _, n in chosen:
+            per_req.append(slots[offset : offset + n])
             offset += n
+        self.kv.extend([req for req, _ in chosen], per_req)
         self.stats["forward_passes"] += 1
         num_output_before = sum(len(req.output_ids) for req, _ in chosen)
         try:
