@@ -27,7 +27,9 @@ class ServerProcess:
     def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log_file = tempfile.NamedTemporaryFile(prefix="radixlm-server-", suffix=".log", delete=False)
+        self.log_file = tempfile.NamedTemporaryFile(
+            prefix="radixlm-server-", suffix=".log", delete=False
+        )
         cmd = [sys.executable, "-m", "radixlm.launch_server", "--port", str(self.port), *args]
         self.proc = subprocess.Popen(
             cmd, stdout=self.log_file, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
@@ -38,7 +40,9 @@ class ServerProcess:
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log_text()[-4000:]}")
+                raise RuntimeError(
+                    f"server exited with {self.proc.returncode}:\n{self.log_text()[-4000:]}"
+                )
             try:
                 if requests.get(self.url + "/health_generate", timeout=30).status_code == 200:
                     return

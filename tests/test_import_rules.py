@@ -57,7 +57,9 @@ def imports_of(path: Path) -> list[tuple[str, bool]]:
 
 
 def allowed(name: str, prefixes: set[str]) -> bool:
-    return name.split(".")[0] in STDLIB or any(name == p or name.startswith(p + ".") for p in prefixes)
+    return name.split(".")[0] in STDLIB or any(
+        name == p or name.startswith(p + ".") for p in prefixes
+    )
 
 
 @pytest.mark.parametrize("folder", sorted(RULES))
@@ -80,5 +82,7 @@ def test_frontend_never_imports_torch_and_runtime_only_lazily():
 @pytest.mark.parametrize("module", ["radixlm", *LIGHT_RUNTIME_MODULES])
 def test_light_modules_do_not_load_torch(module):
     code = f"import sys, {module}; assert 'torch' not in sys.modules, 'torch loaded'"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr[-2000:]

@@ -56,7 +56,9 @@ def _encode(tokenizer_dir: str, text: str) -> list[int]:
 
 
 def test_concurrent_greedy_requests_match_solo_outputs(default_server):
-    prompts = [f"{CHAT_PROMPT[:-40]} Count to {i}.<|im_end|>\n<|im_start|>assistant\n" for i in range(32)]
+    prompts = [
+        f"{CHAT_PROMPT[:-40]} Count to {i}.<|im_end|>\n<|im_start|>assistant\n" for i in range(32)
+    ]
     body = lambda p: {"text": p, "sampling_params": greedy(24, ignore_eos=True)}  # noqa: E731
     solo = [default_server.generate(body(p)).json()["output_ids"] for p in prompts[:6]]
     with ThreadPoolExecutor(32) as pool:
@@ -68,8 +70,12 @@ def test_concurrent_greedy_requests_match_solo_outputs(default_server):
 
 def test_shared_500_token_prefix_is_cached(default_server):
     prefix = " ".join(f"fact {i}: the sky is blue." for i in range(80))
-    first = default_server.generate({"text": prefix + " Question one?", "sampling_params": greedy(4)})
-    second = default_server.generate({"text": prefix + " Question two?", "sampling_params": greedy(4)})
+    first = default_server.generate(
+        {"text": prefix + " Question one?", "sampling_params": greedy(4)}
+    )
+    second = default_server.generate(
+        {"text": prefix + " Question two?", "sampling_params": greedy(4)}
+    )
     assert first.json()["meta_info"]["prompt_tokens"] > 500
     assert second.json()["meta_info"]["cached_tokens"] >= 500
 
@@ -78,14 +84,21 @@ def test_batch_returns_a_list_in_order(default_server):
     texts = ["1, 2, 3,", "a, b, c,", "Monday, Tuesday,"]
     res = default_server.generate({"text": texts, "sampling_params": greedy(6)}).json()
     assert isinstance(res, list) and len(res) == 3
-    singles = [default_server.generate({"text": t, "sampling_params": greedy(6)}).json() for t in texts]
+    singles = [
+        default_server.generate({"text": t, "sampling_params": greedy(6)}).json() for t in texts
+    ]
     assert [r["text"] for r in res] == [s["text"] for s in singles]
 
 
 def test_prefill_only_and_input_logprobs(default_server):
     res = default_server.generate(
-        {"text": "The quick brown fox", "sampling_params": {"max_new_tokens": 0},
-         "return_logprob": True, "return_text_in_logprobs": True, "logprob_start_len": 0}
+        {
+            "text": "The quick brown fox",
+            "sampling_params": {"max_new_tokens": 0},
+            "return_logprob": True,
+            "return_text_in_logprobs": True,
+            "logprob_start_len": 0,
+        }
     ).json()
     meta = res["meta_info"]
     assert res["text"] == "" and meta["completion_tokens"] == 0
@@ -98,8 +111,13 @@ def test_prefill_only_and_input_logprobs(default_server):
 
 def test_output_logprobs_and_top_logprobs(default_server):
     res = default_server.generate(
-        {"text": "1, 2, 3,", "sampling_params": greedy(5), "return_logprob": True,
-         "top_logprobs_num": 3, "return_text_in_logprobs": True}
+        {
+            "text": "1, 2, 3,",
+            "sampling_params": greedy(5),
+            "return_logprob": True,
+            "top_logprobs_num": 3,
+            "return_text_in_logprobs": True,
+        }
     ).json()
     meta = res["meta_info"]
     out = meta["output_token_logprobs"]
@@ -113,7 +131,9 @@ def test_output_logprobs_and_top_logprobs(default_server):
 def test_streaming_is_cumulative_and_matches_non_streaming(default_server):
     body = {"text": CHAT_PROMPT, "sampling_params": greedy(24), "stream": True}
     events, done = [], False
-    with requests.post(default_server.url + "/generate", json=body, stream=True, timeout=120) as res:
+    with requests.post(
+        default_server.url + "/generate", json=body, stream=True, timeout=120
+    ) as res:
         assert res.headers["content-type"].startswith("text/event-stream")
         for line in res.iter_lines():
             if not line:
@@ -132,11 +152,17 @@ def test_streaming_is_cumulative_and_matches_non_streaming(default_server):
 
 
 def test_stop_string_is_trimmed_and_never_streamed(default_server):
-    base = default_server.generate({"text": "1, 2, 3, 4,", "sampling_params": greedy(20)}).json()["text"]
+    base = default_server.generate({"text": "1, 2, 3, 4,", "sampling_params": greedy(20)}).json()[
+        "text"
+    ]
     assert " 7" in base
     body = {"text": "1, 2, 3, 4,", "sampling_params": greedy(20, stop=[" 7"]), "stream": True}
-    with requests.post(default_server.url + "/generate", json=body, stream=True, timeout=120) as res:
-        chunks = [json.loads(line[6:]) for line in res.iter_lines() if line and line != b"data: [DONE]"]
+    with requests.post(
+        default_server.url + "/generate", json=body, stream=True, timeout=120
+    ) as res:
+        chunks = [
+            json.loads(line[6:]) for line in res.iter_lines() if line and line != b"data: [DONE]"
+        ]
     assert all(" 7" not in c["text"] for c in chunks)
     final = chunks[-1]
     assert final["text"] == base[: base.index(" 7")]
@@ -164,8 +190,12 @@ def test_bad_input_gets_4xx_naming_the_field(default_server, body, field):
 
 
 def test_malformed_json_is_a_400(default_server):
-    res = requests.post(default_server.url + "/generate", data=b"{not json", timeout=30,
-                        headers={"content-type": "application/json"})
+    res = requests.post(
+        default_server.url + "/generate",
+        data=b"{not json",
+        timeout=30,
+        headers={"content-type": "application/json"},
+    )
     assert res.status_code == 400 and "JSON" in res.json()["error"]["message"]
 
 
@@ -188,7 +218,11 @@ def test_operational_endpoints(default_server):
     for path in ("/server_info", "/get_server_info", "/get_server_args"):
         assert requests.get(url + path, timeout=30).status_code == 200
     assert requests.get(url + "/health", timeout=30).status_code == 200
-    assert requests.post(url + "/concate_and_append_request", json={}, timeout=30).status_code == 200
+    assert (
+        requests.post(url + "/concate_and_append_request", json={}, timeout=30).status_code == 200
+    )
     assert requests.post(url + "/flush_cache", timeout=30).status_code == 200
     assert default_server.state()["cached"] == 0
-    assert requests.post(url + "/abort_request", json={"rid": "nope"}, timeout=30).status_code == 200
+    assert (
+        requests.post(url + "/abort_request", json={"rid": "nope"}, timeout=30).status_code == 200
+    )

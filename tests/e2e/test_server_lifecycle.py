@@ -36,7 +36,10 @@ def test_sigterm_finishes_in_flight_work_and_leaves_nothing_behind():
     result = {}
 
     def long_request() -> None:
-        body = {"text": "Once upon a time", "sampling_params": {"max_new_tokens": 40, "ignore_eos": True}}
+        body = {
+            "text": "Once upon a time",
+            "sampling_params": {"max_new_tokens": 40, "ignore_eos": True},
+        }
         result["res"] = requests.post(server.url + "/generate", json=body, timeout=120)
 
     worker = threading.Thread(target=long_request)

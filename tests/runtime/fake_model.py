@@ -19,8 +19,14 @@ EOS = 1
 class FakeModelRunner:
     device = "cpu"
 
-    def __init__(self, max_total_tokens: int = 4096, max_reqs: int = 64, context_len: int = 1024,
-                 eos_every: int = 0, fail_on_token: int | None = None) -> None:
+    def __init__(
+        self,
+        max_total_tokens: int = 4096,
+        max_reqs: int = 64,
+        context_len: int = 1024,
+        eos_every: int = 0,
+        fail_on_token: int | None = None,
+    ) -> None:
         self.req_to_token_pool = ReqToTokenPool(max_reqs, context_len, "cpu")
         self.token_allocator = KVSlotAllocator(max_total_tokens)
         self.stored = torch.full((max_total_tokens + 1,), -1, dtype=torch.int64)
@@ -37,7 +43,7 @@ class FakeModelRunner:
         self.stored[batch.out_cache_loc] = batch.input_ids
         # Map each flat token index to (sequence, position).
         owners = []
-        for i, (p, n) in enumerate(zip(batch.prefix_lens_cpu, batch.extend_lens_cpu)):
+        for i, (p, n) in enumerate(zip(batch.prefix_lens_cpu, batch.extend_lens_cpu, strict=True)):
             owners.extend((i, p + k) for k in range(n))
         rows = []
         for flat in batch.logits_indices.tolist():

@@ -9,10 +9,23 @@ from radixlm.runtime.generate_request import parse_generate
 from radixlm.runtime.sampling_params import SamplingParams
 
 SGLANG_CLIENT_PARAMS = {
-    "skip_special_tokens": True, "spaces_between_special_tokens": True, "max_new_tokens": 16,
-    "min_new_tokens": 0, "n": 1, "stop": [], "stop_token_ids": [], "stop_regex": [],
-    "temperature": 0, "top_p": 1.0, "top_k": -1, "min_p": 0.0, "frequency_penalty": 0.0,
-    "presence_penalty": 0.0, "ignore_eos": False, "regex": None, "json_schema": None,
+    "skip_special_tokens": True,
+    "spaces_between_special_tokens": True,
+    "max_new_tokens": 16,
+    "min_new_tokens": 0,
+    "n": 1,
+    "stop": [],
+    "stop_token_ids": [],
+    "stop_regex": [],
+    "temperature": 0,
+    "top_p": 1.0,
+    "top_k": -1,
+    "min_p": 0.0,
+    "frequency_penalty": 0.0,
+    "presence_penalty": 0.0,
+    "ignore_eos": False,
+    "regex": None,
+    "json_schema": None,
 }
 
 
@@ -38,8 +51,9 @@ def test_input_ids_batch():
 
 
 def test_logprob_defaults_follow_sglang():
-    prefill = parse_generate({"text": "x", "return_logprob": True,
-                              "sampling_params": {"max_new_tokens": 0}}).requests[0]
+    prefill = parse_generate(
+        {"text": "x", "return_logprob": True, "sampling_params": {"max_new_tokens": 0}}
+    ).requests[0]
     assert prefill.logprob_start_len == 0
     decode = parse_generate({"text": "x", "return_logprob": True}).requests[0]
     assert decode.logprob_start_len == -1
@@ -54,8 +68,14 @@ def test_logprob_defaults_follow_sglang():
         ({"text": "a", "input_ids": [1]}, "text"),
         ({"input_ids": []}, "input_ids"),
         ({"input_ids": [1, -2]}, "input_ids"),
-        ({"text": "a", "sampling_params": {"max_new_tokens": -1}}, "sampling_params.max_new_tokens"),
-        ({"text": "a", "sampling_params": {"max_new_tokens": 1.5}}, "sampling_params.max_new_tokens"),
+        (
+            {"text": "a", "sampling_params": {"max_new_tokens": -1}},
+            "sampling_params.max_new_tokens",
+        ),
+        (
+            {"text": "a", "sampling_params": {"max_new_tokens": 1.5}},
+            "sampling_params.max_new_tokens",
+        ),
         ({"text": "a", "sampling_params": {"temperature": -0.1}}, "sampling_params.temperature"),
         ({"text": "a", "sampling_params": {"top_p": 0}}, "sampling_params.top_p"),
         ({"text": "a", "sampling_params": {"top_p": 1.5}}, "sampling_params.top_p"),

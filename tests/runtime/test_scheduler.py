@@ -16,13 +16,28 @@ from radixlm.runtime.scheduler_config import SchedulerConfig
 from tests.runtime.fake_model import EOS, VOCAB, FakeModelRunner, FakeTokenizer
 
 
-def make_scheduler(max_total_tokens=4096, chunk_size=512, policy="lpm", disable_cache=False,
-                   max_running=64, **runner_kwargs) -> Scheduler:
+def make_scheduler(
+    max_total_tokens=4096,
+    chunk_size=512,
+    policy="lpm",
+    disable_cache=False,
+    max_running=64,
+    **runner_kwargs,
+) -> Scheduler:
     runner = FakeModelRunner(max_total_tokens=max_total_tokens, **runner_kwargs)
-    kv = KVManager(runner.token_allocator, runner.req_to_token_pool,
-                   RadixCache(disabled=disable_cache), cache_enabled=not disable_cache)
-    config = SchedulerConfig(context_len=1024, vocab_size=VOCAB, max_running_requests=max_running,
-                             chunk_size=chunk_size, schedule_policy=policy)
+    kv = KVManager(
+        runner.token_allocator,
+        runner.req_to_token_pool,
+        RadixCache(disabled=disable_cache),
+        cache_enabled=not disable_cache,
+    )
+    config = SchedulerConfig(
+        context_len=1024,
+        vocab_size=VOCAB,
+        max_running_requests=max_running,
+        chunk_size=chunk_size,
+        schedule_policy=policy,
+    )
     batch_runner = BatchRunner(runner, FakeTokenizer(), [EOS], 1024, VOCAB)
     return Scheduler(config, kv, batch_runner, GrammarManager(None, None), OutputBuilder())
 
@@ -56,8 +71,10 @@ def run_all(scheduler: Scheduler, requests: list[GenerateRequest], max_steps: in
 
 def prompts(n: int, length: int, shared: int = 0) -> list[list[int]]:
     prefix = [(7 * k) % (VOCAB - 2) + 2 for k in range(shared)]
-    return [prefix + [(i * 13 + k * 5) % (VOCAB - 2) + 2 for k in range(length - shared)]
-            for i in range(n)]
+    return [
+        prefix + [(i * 13 + k * 5) % (VOCAB - 2) + 2 for k in range(length - shared)]
+        for i in range(n)
+    ]
 
 
 def solo_outputs(ids_list, max_new_tokens=8, **kwargs):
