@@ -18,10 +18,13 @@ def tiny_server():
 
 def test_retraction_keeps_outputs_identical(tiny_server):
     prompts = [f"List the numbers from {i} upward: {i}," for i in range(8)]
-    body = lambda p: {
-        "text": p,
-        "sampling_params": {"temperature": 0, "max_new_tokens": 48, "ignore_eos": True},
-    }  # noqa: E731
+
+    def body(prompt: str) -> dict:
+        return {
+            "text": prompt,
+            "sampling_params": {"temperature": 0, "max_new_tokens": 48, "ignore_eos": True},
+        }
+
     solo = [tiny_server.generate(body(p)).json()["output_ids"] for p in prompts]
     with ThreadPoolExecutor(8) as pool:
         together = list(pool.map(lambda p: tiny_server.generate(body(p)).json(), prompts))
