@@ -50,9 +50,13 @@ class LLGuidanceBackend(GrammarBackend):
 
         super().__init__(vocab, compact_json=compact_json)
         self.vocab_index = VocabIndex(vocab)
-        wrapper = llguidance.TokenizerWrapper(_TokenizerView(vocab, self.vocab_index))
+        # With the real tokenizer llguidance keeps the model's own (BPE) tokenization of forced
+        # text allowed; with longest-match it would mask e.g. `In|sn` in favour of `Ins|n`.
+        source = vocab.tokenizer_json or llguidance.TokenizerWrapper(
+            _TokenizerView(vocab, self.vocab_index)
+        )
         self.tokenizer = llguidance.LLTokenizer(
-            wrapper, n_vocab=vocab.vocab_size, eos_token=list(vocab.eos_token_ids)
+            source, n_vocab=vocab.vocab_size, eos_token=list(vocab.eos_token_ids)
         )
 
     def build(self, spec: GrammarSpec) -> str:

@@ -48,11 +48,14 @@ class TokenizerVocab:
     ``token_bytes[i]`` is None for special/control tokens, which are never allowed inside a
     grammar; EOS ids are allowed only where the text so far is a complete match. Ids at or past
     ``len(token_bytes)`` (model vocab padding, up to ``vocab_size``) are never allowed.
+    ``tokenizer_json`` (optional, the HF `tokenizer.json` text) lets llguidance tokenize forced
+    text exactly as the model's tokenizer does; without it llguidance gets longest-match.
     """
 
     token_bytes: tuple[bytes | None, ...]
     eos_token_ids: tuple[int, ...]
     vocab_size: int
+    tokenizer_json: str | None = None
 
     def __post_init__(self) -> None:
         assert self.vocab_size >= len(self.token_bytes), "vocab_size smaller than the token table"

@@ -8,6 +8,7 @@ inside a JSON string); EOS is allowed by the matcher only in accepting states.
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from collections.abc import Sequence
@@ -72,4 +73,13 @@ def vocab_from_hf_tokenizer(
         token_bytes=tuple(table),
         eos_token_ids=tuple(int(i) for i in eos),
         vocab_size=max(vocab_size or 0, len(table)),
+        tokenizer_json=_tokenizer_json(tokenizer),
     )
+
+
+def _tokenizer_json(tokenizer: Any) -> str:
+    # As llguidance.hf does: serialise the Rust tokenizer without padding/truncation.
+    backend = copy.copy(tokenizer.backend_tokenizer)
+    backend.no_padding()
+    backend.no_truncation()
+    return backend.to_str()

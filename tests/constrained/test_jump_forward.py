@@ -127,7 +127,7 @@ def test_jumped_tokens_are_what_the_tokenizer_produces(
     files = ["Glaiveai2K", "JME", "Synthesized", "Handwritten"]
     agree = total = 0
     for group in files:
-        for path in sorted((DATA_DIR / group).glob("*.json"))[:4]:
+        for path in sorted((DATA_DIR / group).glob("*.json"))[:2]:
             case = json.loads(path.read_text())
             valid = [t["data"] for t in case["tests"] if t["valid"]]
             if not valid:
@@ -144,5 +144,5 @@ def test_jumped_tokens_are_what_the_tokenizer_produces(
                     continue  # an instance our grammar rejects (key order etc.)
                 agree, total = agree + a, total + t
     print(f"jumped tokens equal to the tokenizer's: {agree}/{total}")
-    assert total > 50
+    assert total > 30
     assert agree / total >= 0.95, f"only {agree}/{total} jumped tokens match the tokenizer"
