@@ -36,6 +36,9 @@ class Engine:
     async def _start_manager(self) -> None:
         self.manager.start()
 
+    async def _close_manager(self) -> None:
+        self.manager.close()
+
     def _run(self, coro: Coroutine) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
@@ -78,6 +81,7 @@ class Engine:
 
     def shutdown(self) -> None:
         if self._thread.is_alive():
+            self._run(self._close_manager())
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(5)
         self._processes.stop()

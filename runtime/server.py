@@ -138,6 +138,7 @@ def serve(args: ServerArgs) -> int:
     try:
         asyncio.run(main())
     finally:
+        manager.close()
         processes.stop()
     return exit_code
 

@@ -78,7 +78,8 @@ class TokenizerManager:
         self._async_context = zmq.asyncio.Context()
         self._inbox = ipc.tokenizer_inbox(self._async_context, endpoints)
         # Sends never block (PUSH to a live peer), so the outbox can be a plain socket.
-        self._to_scheduler = ipc.outbox(zmq.Context.instance(), endpoints.to_scheduler)
+        self._sync_context = zmq.Context()
+        self._to_scheduler = ipc.outbox(self._sync_context, endpoints.to_scheduler)
         self._states: dict[str, RequestState] = {}
         self._control: dict[str, asyncio.Future] = {}
         self._loop_task: asyncio.Task | None = None
@@ -89,6 +90,13 @@ class TokenizerManager:
     def start(self) -> None:
         if self._loop_task is None:
             self._loop_task = asyncio.get_running_loop().create_task(self._receive_loop())
+
+    def close(self) -> None:
+        """Closes the sockets; an unclosed socket makes the context's finalizer block forever."""
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+        self._async_context.destroy(linger=0)
+        self._sync_context.destroy(linger=0)
 
     async def _receive_loop(self) -> None:
         while True:
