@@ -22,6 +22,8 @@ PERSON_SCHEMA = {
         "city": {"type": "string", "maxLength": 32},
     },
     "required": ["name", "birth_year", "city"],
+    # Without this the schema allows extra keys, and a small model keeps inventing them.
+    "additionalProperties": False,
 }
 
 

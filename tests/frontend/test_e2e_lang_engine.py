@@ -39,6 +39,7 @@ def test_engine_runs_gen_select_fork_and_stream(engine):
 
     streamed = program.run(temperature=0, stream=True, backend=engine)
     assert "".join(streamed.text_iter("color")) == state["color"]
+    streamed.sync()  # the rest of the program is still running; let it finish
 
 
 def test_engine_batch_shares_the_prefix(engine):

@@ -71,6 +71,7 @@ def test_json_schema_gen_parses(backend):
         "type": "object",
         "properties": {"city": {"type": "string", "maxLength": 20}, "year": {"type": "integer"}},
         "required": ["city", "year"],
+        "additionalProperties": False,
     }
 
     @rl.function
