@@ -27,6 +27,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -120,19 +121,37 @@ def serving_run(
     return {k: v for k, v in result.items() if not isinstance(v, list)}
 
 
-def random_args(concurrency: int) -> list[str]:
-    num_prompts = max(4, 2 * concurrency)
-    return ["--dataset-name", "random", "--random-input-len", "256", "--random-output-len", "128",
-            "--random-range-ratio", "1.0", "--num-prompts", str(num_prompts),
-            "--max-concurrency", str(concurrency), "--flush-cache"]  # fmt: skip
+@dataclass(frozen=True)
+class Workload:
+    """The issue's shapes; `QUICK` shrinks them to check the machinery in a minute or two."""
+
+    random_input_len: int = 256
+    random_output_len: int = 128
+    min_prompts: int = 4
+    prompts_per_concurrency: int = 2
+    gsp: tuple[int, int, int, int, int] = (8, 16, 512, 64, 32)  # groups, per group, sys, q, out
+
+    def random_args(self, concurrency: int) -> list[str]:
+        num_prompts = max(self.min_prompts, self.prompts_per_concurrency * concurrency)
+        return ["--dataset-name", "random", "--random-input-len", str(self.random_input_len),
+                "--random-output-len", str(self.random_output_len), "--random-range-ratio", "1.0",
+                "--num-prompts", str(num_prompts), "--max-concurrency", str(concurrency),
+                "--flush-cache"]  # fmt: skip
+
+    def gsp_args(self) -> list[str]:
+        groups, per_group, system_len, question_len, output_len = self.gsp
+        return ["--dataset-name", "generated-shared-prefix", "--gsp-num-groups", str(groups),
+                "--gsp-prompts-per-group", str(per_group), "--gsp-system-prompt-len",
+                str(system_len), "--gsp-question-len", str(question_len), "--gsp-output-len",
+                str(output_len), "--flush-cache"]  # fmt: skip
 
 
-GSP_ARGS = ["--dataset-name", "generated-shared-prefix", "--gsp-num-groups", "8",
-            "--gsp-prompts-per-group", "16", "--gsp-system-prompt-len", "512",
-            "--gsp-question-len", "64", "--gsp-output-len", "32", "--flush-cache"]  # fmt: skip
+FULL = Workload()
+QUICK = Workload(32, 8, 2, 1, (2, 4, 64, 8, 8))
 
 
 def measure_server(args: argparse.Namespace, tokenizer: Any) -> dict[str, Any]:
+    workload = QUICK if args.quick else FULL
     results: dict[str, Any] = {}
     out_file = args.out_dir / "bench_serving.jsonl"
     for radix in (True, False):
@@ -144,9 +163,11 @@ def measure_server(args: argparse.Namespace, tokenizer: Any) -> dict[str, Any]:
             if radix:
                 for conc in args.concurrencies:
                     results[f"random_c{conc}"] = serving_run(
-                        server.url, tokenizer, out_file, random_args(conc)
+                        server.url, tokenizer, out_file, workload.random_args(conc)
                     )
-            results[f"gsp_{tag}"] = serving_run(server.url, tokenizer, out_file, GSP_ARGS)
+            results[f"gsp_{tag}"] = serving_run(
+                server.url, tokenizer, out_file, workload.gsp_args()
+            )
         finally:
             server.stop()
     return results
@@ -161,13 +182,20 @@ def run_peer(cmd: list[str]) -> list[dict[str, Any]]:
     return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
 
 
+QUICK_HF_ARGS = ["--input-lens", "16", "--output-len", "8", "--batch-size", "4",
+                 "--batch-input-len", "16"]  # fmt: skip
+QUICK_LLAMA_ARGS = ["--input-lens", "16", "--output-len", "8"]
+
+
 def measure_peers(args: argparse.Namespace) -> dict[str, Any]:
     peers: dict[str, Any] = {}
     for dtype in ("bf16", "fp32"):
-        rows = run_peer([str(PYTHON), "bench_hf_generate.py", "--dtype", dtype])
+        cmd = [str(PYTHON), "bench_hf_generate.py", "--dtype", dtype]
+        rows = run_peer(cmd + (QUICK_HF_ARGS if args.quick else []))
         peers[f"hf_{dtype}"] = {f"b{r['batch_size']}_in{r['input_len']}": r for r in rows}
     if BENCH_PYTHON.exists():
-        rows = run_peer([str(BENCH_PYTHON), "bench_llama_cpp.py"])
+        cmd = [str(BENCH_PYTHON), "bench_llama_cpp.py"]
+        rows = run_peer(cmd + (QUICK_LLAMA_ARGS if args.quick else []))
         peers["llama_cpp"] = {f"b1_in{r['input_len']}": r for r in rows}
     else:
         print(f"skipping llama-cpp-python: {BENCH_PYTHON} does not exist", file=sys.stderr)
@@ -206,6 +234,11 @@ def report(env: dict[str, Any], server: dict[str, Any], peers: dict[str, Any]) -
     hit = _get(server, "gsp_radix", "cache_hit_rate")
     ideal = _get(server, "gsp_radix", "ideal_cache_hit_rate")
     lines = [
+        *(
+            ["**Quick mode: reduced shapes, not the issue's workload.**", ""]
+            if env.get("quick")
+            else []
+        ),
         f"Machine: {env['cpu']}, {env['nproc']} cores, {env['mem_gib']} GiB; python "
         f"{env['python']}, torch {env['torch']}, transformers {env['transformers']}, "
         f"llama-cpp-python {env['llama_cpp_python']}; commit {env['git_commit']}; {env['date']}; "
@@ -267,6 +300,11 @@ def main() -> None:
     )
     p.add_argument("--skip-server", action="store_true", help="peers only")
     p.add_argument("--skip-peers", action="store_true", help="our server only")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny shapes and short peer runs: checks the machinery, measures nothing",
+    )
     args = p.parse_args()  # fmt: skip
 
     args.out_dir.mkdir(parents=True, exist_ok=True)
@@ -274,6 +312,7 @@ def main() -> None:
     server = {} if args.skip_server else measure_server(args, bench_serving.get_tokenizer(None))
     peers = {} if args.skip_peers else measure_peers(args)
     env["loadavg_1m_at_end"] = os.getloadavg()[0]
+    env["quick"] = args.quick
     table = report(env, server, peers)
     print(table)
     stamp = datetime.now().strftime("%Y%m%d_%H%M%S")
