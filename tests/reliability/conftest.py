@@ -1,7 +1,7 @@
 """The reliability suite's shared server and the checks every case ends with.
 
 One server serves every case (starting one costs ~20 s): a 256-token KV pool so exhaustion is
-easy to force, 4 running + 4 queued requests so a burst overflows, a 2 s grammar time limit, and
+easy to force, 4 running + 4 queued requests so a burst overflows, an 8 s grammar time limit, and
 an API key so every route's protection is exercised. After each case: ``/health`` is 200, the
 canary greedy request returns the text it gave at start, the scheduler is idle with the KV/radix
 invariant holding and no request-owned KV, and the log holds no traceback.
@@ -25,6 +25,7 @@ MAX_RUNNING = 4
 MAX_QUEUED = 4
 CANARY = {"text": "1, 2, 3,", "sampling_params": {"temperature": 0, "max_new_tokens": 8}}
 IDLE_TIMEOUT_S = 60
+GRAMMAR_TIMEOUT_S = 8
 
 
 class KeyedServer(ServerProcess):
@@ -81,7 +82,10 @@ def server():
         "--max-total-tokens", str(POOL_TOKENS),
         "--max-running-requests", str(MAX_RUNNING),
         "--max-queued-requests", str(MAX_QUEUED),
-        "--grammar-compile-timeout", "2",
+        # outlines builds the whole automaton up front, so its compile time limit can be hit
+        # (llguidance, the default, compiles lazily and never is).
+        "--grammar-backend", "outlines",
+        "--grammar-compile-timeout", str(GRAMMAR_TIMEOUT_S),
         "--api-key", API_KEY,
     )  # fmt: skip
     proc.canary_text = proc.canary()
