@@ -1,0 +1,153 @@
+"""End-to-end JSON decoding (issue 4): jump-forward on vs off, constrained vs unconstrained.
+
+Starts two servers in turn (default, then --disable-jump-forward), sends 32 concurrent greedy
+"character profile" requests (a schema with long forced keys), and reports output tok/s, the
+jump-forwarded share, and whether the parsed JSON is identical with jump-forward on and off.
+Also sends the same prompts unconstrained for the constrained/unconstrained ratio.
+
+    .venv/bin/python benchmarks/bench_json_decoding.py [--concurrency 32] [--max-new-tokens 160]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.server_harness import ServerProcess  # noqa: E402
+
+CHARACTER_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "character_full_name": {"type": "string", "maxLength": 40},
+        "character_age_in_years": {"type": "integer"},
+        "character_home_town": {"type": "string", "maxLength": 40},
+        "character_favourite_weapon": {"type": "string", "enum": ["sword", "bow", "axe", "staff"]},
+        "character_is_still_alive": {"type": "boolean"},
+        "character_strength_from_one_to_ten": {"type": "integer"},
+    },
+    "required": [
+        "character_full_name",
+        "character_age_in_years",
+        "character_home_town",
+        "character_favourite_weapon",
+        "character_is_still_alive",
+        "character_strength_from_one_to_ten",
+    ],
+    "additionalProperties": False,
+}
+NAMES = [
+    "a knight",
+    "an archer",
+    "a wizard",
+    "a thief",
+    "a farmer",
+    "a queen",
+    "a pirate",
+    "a monk",
+]
+
+
+def prompts(n: int) -> list[str]:
+    return [
+        "<|im_start|>user\nDescribe "
+        f"{NAMES[i % len(NAMES)]} number {i} as a JSON character profile.<|im_end|>\n"
+        "<|im_start|>assistant\n"
+        for i in range(n)
+    ]
+
+
+def run_batch(url: str, texts: list[str], max_new_tokens: int, schema: dict | None) -> dict:
+    params = {"temperature": 0, "max_new_tokens": max_new_tokens}
+    if schema is not None:
+        params["json_schema"] = json.dumps(schema)
+
+    def one(text: str) -> dict:
+        res = requests.post(
+            url + "/generate", json={"text": text, "sampling_params": params}, timeout=900
+        )
+        res.raise_for_status()
+        return res.json()
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(len(texts)) as pool:
+        outs = list(pool.map(one, texts))
+    elapsed = time.perf_counter() - start
+    tokens = sum(o["meta_info"]["completion_tokens"] for o in outs)
+    jumped = sum(o["meta_info"].get("jump_forward_tokens", 0) for o in outs)
+    return {
+        "outputs": outs,
+        "seconds": elapsed,
+        "tokens": tokens,
+        "tok_per_s": tokens / elapsed,
+        "jumped_share": jumped / max(tokens, 1),
+    }
+
+
+def parsed(output: dict) -> object:
+    try:
+        return json.loads(output["text"])
+    except json.JSONDecodeError:
+        return None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--max-new-tokens", type=int, default=160)
+    parser.add_argument("--output-file", default="benchmarks/results/json_decoding.jsonl")
+    args = parser.parse_args()
+    texts = prompts(args.concurrency)
+    runs = {}
+    for tag, flags in (("jump_forward_on", []), ("jump_forward_off", ["--disable-jump-forward"])):
+        server = ServerProcess("--max-total-tokens", "32768", *flags)
+        try:
+            run_batch(server.url, texts[:2], 16, CHARACTER_SCHEMA)  # warm-up: compile, caches
+            requests.post(server.url + "/flush_cache", timeout=60)
+            runs[tag] = run_batch(server.url, texts, args.max_new_tokens, CHARACTER_SCHEMA)
+            if tag == "jump_forward_on":
+                requests.post(server.url + "/flush_cache", timeout=60)
+                runs["unconstrained"] = run_batch(server.url, texts, args.max_new_tokens, None)
+        finally:
+            server.stop()
+    on, off = runs["jump_forward_on"]["outputs"], runs["jump_forward_off"]["outputs"]
+    same = sum(
+        parsed(a) is not None and parsed(a) == parsed(b) for a, b in zip(on, off, strict=True)
+    )
+    valid = sum(parsed(a) is not None for a in on)
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    summary = {
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "commit": commit,
+        "machine": platform.processor() or platform.machine(),
+        "concurrency": args.concurrency,
+        "max_new_tokens": args.max_new_tokens,
+        **{f"{tag}_tok_per_s": round(r["tok_per_s"], 1) for tag, r in runs.items()},
+        "jumped_share_on": round(runs["jump_forward_on"]["jumped_share"], 3),
+        "speedup_jump_forward": round(
+            runs["jump_forward_on"]["tok_per_s"] / runs["jump_forward_off"]["tok_per_s"], 2
+        ),
+        "constrained_vs_unconstrained": round(
+            runs["jump_forward_on"]["tok_per_s"] / runs["unconstrained"]["tok_per_s"], 2
+        ),
+        "valid_json_on": f"{valid}/{len(on)}",
+        "same_parsed_json_on_off": f"{same}/{len(on)}",
+    }
+    print(json.dumps(summary, indent=2))
+    Path(args.output_file).parent.mkdir(parents=True, exist_ok=True)
+    with open(args.output_file, "a") as f:
+        f.write(json.dumps(summary) + "\n")
+
+
+if __name__ == "__main__":
+    main()
