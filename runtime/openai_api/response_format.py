@@ -1,4 +1,5 @@
-"""OpenAI ``response_format`` -> the ``json_schema`` constraint string (SGLang's mapping)."""
+"""OpenAI ``response_format`` -> the ``json_schema`` constraint string (SGLang's mapping, with
+listed objects closed as OpenAI's structured outputs close them)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 from typing import Any
 
 from radixlm.runtime.errors import InvalidRequestError
+from radixlm.runtime.openai_api.strict_schema import strict_schema
 
 # What SGLang sends for json_object: any JSON object.
 JSON_OBJECT_SCHEMA = json.dumps({"type": "object"})
@@ -35,7 +37,7 @@ def json_schema_of(response_format: Any) -> str | None:
                 "response_format.json_schema.schema must be a JSON schema object",
                 "response_format.json_schema.schema",
             )
-        return json.dumps(schema)
+        return json.dumps(strict_schema(schema))
     raise InvalidRequestError(
         f"response_format.type must be text, json_object or json_schema, got {kind!r}",
         "response_format.type",

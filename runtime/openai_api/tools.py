@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from radixlm.runtime.errors import InvalidRequestError
+from radixlm.runtime.openai_api.strict_schema import strict_schema
 
 TOOL_CALL_OPEN = "<tool_call>"
 TOOL_CALL_CLOSE = "</tool_call>"
@@ -60,11 +61,13 @@ class ToolSpec:
 
 
 def _call_schema(name: str, parameters: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "type": "object",
-        "properties": {"name": {"const": name}, "arguments": parameters},
-        "required": ["name", "arguments"],
-    }
+    return strict_schema(
+        {
+            "type": "object",
+            "properties": {"name": {"const": name}, "arguments": parameters},
+            "required": ["name", "arguments"],
+        }
+    )
 
 
 def read_tools(tools: Any, tool_choice: Any) -> ToolSpec:

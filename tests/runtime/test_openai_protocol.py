@@ -17,6 +17,7 @@ from radixlm.runtime.openai_api.completions import parse_completion
 from radixlm.runtime.openai_api.fields import Fields, sampling_values, to_sampling_params
 from radixlm.runtime.openai_api.logprobs import TokenTexts, chat_logprobs, completion_logprobs
 from radixlm.runtime.openai_api.response_format import json_schema_of
+from radixlm.runtime.openai_api.strict_schema import strict_schema
 from radixlm.runtime.openai_api.tools import ToolCallStream, parse_tool_calls, read_tools
 from radixlm.runtime.tokenizer import Tokenizer
 
@@ -151,14 +152,41 @@ def test_response_format_mapping():
     assert json.loads(json_schema_of({"type": "json_object"})) == {"type": "object"}
     schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
     spec = {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}
-    assert json.loads(json_schema_of(spec)) == schema
+    assert json.loads(json_schema_of(spec)) == {**schema, "additionalProperties": False}
+
+
+def test_strict_schema_closes_listed_objects_only():
+    schema = {
+        "type": "object",
+        "properties": {
+            "a": {"type": "object", "properties": {"b": {"type": "string"}}},
+            "open": {"type": "object"},
+            "extra": {"type": "object", "properties": {}, "additionalProperties": True},
+            "list": {"type": "array", "items": {"properties": {"c": {}}}},
+            "either": {"anyOf": [{"properties": {"d": {}}}, {"type": "null"}]},
+        },
+        "allOf": [{"properties": {"e": {}}}, {"properties": {"f": {}}}],
+        "$defs": {"g": {"properties": {"h": {}}}},
+    }
+    out = strict_schema(schema)
+    assert out["additionalProperties"] is False
+    props = out["properties"]
+    assert props["a"]["additionalProperties"] is False
+    assert "additionalProperties" not in props["open"]  # "any object" stays any object
+    assert props["extra"]["additionalProperties"] is True  # what the client said wins
+    assert props["list"]["items"]["additionalProperties"] is False
+    assert props["either"]["anyOf"][0]["additionalProperties"] is False
+    assert all("additionalProperties" not in s for s in out["allOf"])  # they combine
+    assert out["$defs"]["g"]["additionalProperties"] is False
+    assert "additionalProperties" not in schema  # the input is not modified
 
 
 def test_forced_tool_choice_becomes_a_schema_and_conflicts_are_rejected():
     call = parse_chat(chat_body(tools=[WEATHER], tool_choice="required"), VOCAB)
     schema = json.loads(call.sampling["json_schema"])
     assert schema["properties"]["name"] == {"const": "get_weather"}
-    assert schema["properties"]["arguments"] == WEATHER["function"]["parameters"]
+    assert schema["properties"]["arguments"] == strict_schema(WEATHER["function"]["parameters"])
+    assert schema["additionalProperties"] is False
     named = {"type": "function", "function": {"name": "get_weather"}}
     assert parse_chat(chat_body(tools=[WEATHER], tool_choice=named), VOCAB).tools.forced_name
     with pytest.raises(InvalidRequestError) as caught:
