@@ -128,12 +128,19 @@ def sse(events: AsyncIterator[dict]) -> AsyncIterator[bytes]:
     return encode()
 
 
-async def start_stream(events: AsyncIterator[dict]) -> Response:
-    """Waits for the first event so an early failure is still a proper 4xx, then streams."""
-    try:
-        first = await events.__anext__()
-    except StopAsyncIteration:
-        first = None
+async def start_stream(events: AsyncIterator[dict], request: Request) -> Response:
+    """Waits for the first event so an early failure is still a proper 4xx, then streams.
+    A client that leaves during the wait (queued, compiling a grammar) aborts the request."""
+
+    async def first_event() -> dict | None:
+        try:
+            return await events.__anext__()
+        except StopAsyncIteration:
+            return None
+
+    first = await cancel_on_disconnect(request, first_event())
+    if isinstance(first, Response):
+        return first
 
     async def chained() -> AsyncIterator[dict]:
         if first is not None:
@@ -142,7 +149,10 @@ async def start_stream(events: AsyncIterator[dict]) -> Response:
             async for event in events:
                 yield event
         except RequestFailedError as exc:
-            yield {"error": {"message": exc.message, "code": exc.status_code}}
+            # Headers are sent: the failure becomes an in-stream error event, then [DONE].
+            yield {
+                "error": {"message": exc.message, "type": "server_error", "code": exc.status_code}
+            }
 
     return StreamingResponse(sse(chained()), media_type="text/event-stream")
 
@@ -221,7 +231,7 @@ def create_app(
         parsed = parse_generate(await read_json(request))
         if parsed.stream:
             return await start_stream(
-                generate_stream(manager, parsed, incremental_streaming_output)
+                generate_stream(manager, parsed, incremental_streaming_output), request
             )
         result = await cancel_on_disconnect(request, generate(manager, parsed))
         return result if isinstance(result, Response) else JSONResponse(result)
