@@ -11,7 +11,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 
 from radixlm.runtime.errors import InvalidRequestError
-from radixlm.runtime.http_server import cancel_on_disconnect
+from radixlm.runtime.http_server import cancel_on_disconnect, start_stream
 from radixlm.runtime.openai_api import common, streams
 from radixlm.runtime.openai_api.chat_prompt import read_messages, render_prompt
 from radixlm.runtime.openai_api.fields import (
@@ -120,7 +120,7 @@ async def create_chat_completion(
     )
     states = streams.submit_group(ctx.manager, requests)
     if call.stream:
-        return await streams.stream_response(request, _chunks(ctx, call, rid, states))
+        return await start_stream(_chunks(ctx, call, rid, states), request)
     done = await cancel_on_disconnect(request, streams.run_to_end(ctx.manager, states))
     if isinstance(done, Response):
         return done

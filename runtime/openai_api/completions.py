@@ -10,7 +10,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 
 from radixlm.runtime.errors import InvalidRequestError
-from radixlm.runtime.http_server import cancel_on_disconnect
+from radixlm.runtime.http_server import cancel_on_disconnect, start_stream
 from radixlm.runtime.openai_api import common, streams
 from radixlm.runtime.openai_api.fields import (
     MAX_TOP_LOGPROBS,
@@ -144,9 +144,7 @@ async def create_completion(ctx: common.ServingContext, request: Request, body: 
     choices = [_Choice(i, s, prompt_texts[i]) for i, s in enumerate(states)]
     first_of_prompt = states[:: call.n]
     if call.stream:
-        return await streams.stream_response(
-            request, _chunks(ctx, call, rid, choices, first_of_prompt)
-        )
+        return await start_stream(_chunks(ctx, call, rid, choices, first_of_prompt), request)
     done = await cancel_on_disconnect(request, streams.run_to_end(ctx.manager, states))
     if isinstance(done, Response):
         return done

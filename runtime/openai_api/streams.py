@@ -1,16 +1,12 @@
 """Running a group of requests (the choices of one OpenAI call): to the end, or merged into one
-stream of updates; and answering a stream as SSE without losing early errors or disconnects."""
+stream of updates."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
 
-from fastapi import Request
-from fastapi.responses import Response, StreamingResponse
-
 from radixlm.runtime.generate_request import ParsedRequest
-from radixlm.runtime.http_server import cancel_on_disconnect, sse
 from radixlm.runtime.io_struct import TextUpdate
 from radixlm.runtime.native_api import RequestFailedError
 from radixlm.runtime.tokenizer_manager import RequestState, TokenizerManager
@@ -71,33 +67,3 @@ async def merged_updates(
         # No await here: inside a cancelled scope every await would be cancelled again.
         for reader in readers:
             reader.cancel()
-
-
-async def stream_response(request: Request, events: AsyncIterator[dict]) -> Response:
-    """Waits for the first event (watching for a disconnect meanwhile, e.g. while queued or
-    compiling a grammar) so early failures are proper 4xx answers, then streams SSE."""
-
-    async def first_event() -> dict | None:
-        try:
-            return await events.__anext__()
-        except StopAsyncIteration:
-            return None
-
-    first = await cancel_on_disconnect(request, first_event())
-    if isinstance(first, Response):
-        return first  # the client left before anything happened; its requests were aborted
-
-    async def chained() -> AsyncIterator[dict]:
-        if first is not None:
-            yield first
-        try:
-            async for event in events:
-                yield event
-        except RequestFailedError as exc:
-            yield {
-                "error": {"message": exc.message, "type": "server_error", "code": exc.status_code}
-            }
-        finally:
-            await events.aclose()
-
-    return StreamingResponse(sse(chained()), media_type="text/event-stream")

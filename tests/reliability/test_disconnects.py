@@ -107,15 +107,29 @@ def test_non_streaming_client_leaving_mid_decode(server, path, body):
     assert after["generation_tokens"] - before["generation_tokens"] < LONG // 2
 
 
-@pytest.mark.parametrize("stream", [False, True])
-def test_queued_client_leaving_before_it_ran(server, stream):
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/completions", completion("Queued:", False)),
+        ("/v1/completions", completion("Queued:", True)),
+        (
+            "/generate",
+            {
+                "text": "Queued:",
+                "stream": True,
+                "sampling_params": {"max_new_tokens": LONG, "ignore_eos": True},
+            },
+        ),
+    ],
+)
+def test_queued_client_leaving_before_it_ran(server, path, body):
     before = server.wait_idle()
     runners = [
         RawRequest(server.url, "/v1/completions", completion(f"Runner {i}:", True, 30), AUTH)
         for i in range(MAX_RUNNING)
     ]
     wait_for(server, lambda s: s["num_running"] == MAX_RUNNING)
-    queued = RawRequest(server.url, "/v1/completions", completion("Queued:", stream), AUTH)
+    queued = RawRequest(server.url, path, body, AUTH)
     wait_for(server, lambda s: s["num_waiting"] == 1)
     queued.close()
     state = wait_for(server, lambda s: s["num_waiting"] == 0)
