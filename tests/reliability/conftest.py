@@ -87,6 +87,7 @@ def server():
         "--grammar-backend", "outlines",
         "--grammar-compile-timeout", str(GRAMMAR_TIMEOUT_S),
         "--api-key", API_KEY,
+        "--shutdown-timeout", "5",  # its own stop is not under test (test_shutdown.py is)
     )  # fmt: skip
     proc.canary_text = proc.canary()
     yield proc

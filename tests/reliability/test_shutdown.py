@@ -48,6 +48,8 @@ def test_sigterm_with_streams_in_flight(timeout_s):
             )
             assert late.status_code == 503, late.text
             assert late.headers["Retry-After"] == "1"
+            # Load balancers see the drain and stop routing here.
+            assert requests.get(server.url + "/health", timeout=30).status_code == 503
         started = time.monotonic()
         for stream in streams:
             events = stream.read_to_done()
