@@ -118,7 +118,7 @@ async def create_chat_completion(
         return_logprob=call.logprobs,
         top_logprobs_num=call.top_logprobs,
     )
-    states = streams.submit_group(ctx.manager, requests)
+    states = ctx.manager.submit_many(requests)
     if call.stream:
         return await start_stream(_chunks(ctx, call, rid, states), request)
     done = await cancel_on_disconnect(request, streams.run_to_end(ctx.manager, states))

@@ -140,7 +140,7 @@ async def create_completion(ctx: common.ServingContext, request: Request, body: 
         )
         text = prompt if isinstance(prompt, str) else tokenizer.decode(prompt)
         prompt_texts.extend([text] * call.n)
-    states = streams.submit_group(ctx.manager, groups)
+    states = ctx.manager.submit_many(groups)
     choices = [_Choice(i, s, prompt_texts[i]) for i, s in enumerate(states)]
     first_of_prompt = states[:: call.n]
     if call.stream:
@@ -189,6 +189,51 @@ def _echo_logprobs(ctx: common.ServingContext, call: CompletionCall, state: Requ
     return completion_logprobs(ctx.token_texts, pairs, tops if call.logprobs else None, 0)
 
 
+class _ChoiceStream:
+    """What one choice has streamed so far."""
+
+    def __init__(self, call: CompletionCall, choice: _Choice) -> None:
+        self.call = call
+        self.choice = choice
+        self.sent_text = 0
+        self.sent_logprobs = 0
+        self.offset = 0  # text_offset of the next token
+        self.started = False
+
+    def entry(self, ctx: common.ServingContext, reason: str | None) -> dict | None:
+        """The choice's next chunk entry, or None when there is nothing new to say."""
+        state = self.choice.state
+        text = state.text[self.sent_text :]
+        self.sent_text = len(state.text)
+        echo = self.call.echo and not self.started
+        self.started = True
+        logprobs = self._logprobs(ctx, echo) if self.call.logprobs is not None else None
+        if echo:
+            text = self.choice.prompt_text + text
+        if not text and reason is None and not (logprobs and logprobs["tokens"]):
+            return None
+        return {
+            "index": self.choice.index,
+            "text": text,
+            "logprobs": logprobs,
+            "finish_reason": reason,
+        }
+
+    def _logprobs(self, ctx: common.ServingContext, echo: bool) -> dict:
+        state = self.choice.state
+        echoed = _echo_logprobs(ctx, self.call, state) if echo else None
+        if echoed:
+            self.offset = _end_offset(echoed)
+        start, end = self.sent_logprobs, common.visible_logprob_count(state)
+        tops = state.output_top_logprobs[start:end] if self.call.logprobs else None
+        part = completion_logprobs(
+            ctx.token_texts, state.output_logprobs[start:end], tops, self.offset
+        )
+        self.sent_logprobs = max(end, start)
+        self.offset = _end_offset(part, self.offset)
+        return merge_completion_logprobs(echoed, part) if echoed else part
+
+
 async def _chunks(
     ctx: common.ServingContext,
     call: CompletionCall,
@@ -197,55 +242,30 @@ async def _chunks(
     first_of_prompt: list[RequestState],
 ) -> AsyncIterator[dict]:
     created = common.now_s()
-    sent_text = [0] * len(choices)
-    sent_lp = [0] * len(choices)
-    offsets = [0] * len(choices)
-    started = [False] * len(choices)
+    progress = [_ChoiceStream(call, c) for c in choices]
 
-    def chunk(choices_json: list[dict], usage: dict | None = None) -> dict:
+    def chunk(entries: list[dict], usage: dict | None = None) -> dict:
         out = {
             "id": rid,
             "object": "text_completion",
             "created": created,
             "model": ctx.served_model_name,
-            "choices": choices_json,
+            "choices": entries,
         }
         if call.include_usage:
             out["usage"] = usage
         return out
 
-    async for index, update in streams.merged_updates(ctx.manager, [c.state for c in choices]):
+    states = [c.state for c in choices]
+    async for index, update in streams.merged_updates(ctx.manager, states):
         failure = streams.failure_of(update)
         if failure is not None:
             raise failure
-        choice = choices[index]
-        state = choice.state
-        text = state.text[sent_text[index] :]
-        sent_text[index] = len(state.text)
-        logprobs = None
-        if call.logprobs is not None:
-            parts = []
-            if call.echo and not started[index]:
-                parts.append(_echo_logprobs(ctx, call, state))
-                offsets[index] = _end_offset(parts[0])
-            count = common.visible_logprob_count(state)
-            tops = state.output_top_logprobs[sent_lp[index] : count] if call.logprobs else None
-            part = completion_logprobs(
-                ctx.token_texts, state.output_logprobs[sent_lp[index] : count], tops, offsets[index]
-            )
-            sent_lp[index] = max(count, sent_lp[index])
-            offsets[index] = _end_offset(part, offsets[index])
-            logprobs = merge_completion_logprobs(parts[0], part) if parts else part
-        if call.echo and not started[index]:
-            text = choice.prompt_text + text
-        started[index] = True
-        reason = common.finish_reason(update.finish)
-        if text or reason is not None or (logprobs and logprobs["tokens"]):
-            yield chunk(
-                [{"index": index, "text": text, "logprobs": logprobs, "finish_reason": reason}]
-            )
+        entry = progress[index].entry(ctx, common.finish_reason(update.finish))
+        if entry is not None:
+            yield chunk([entry])
     if call.include_usage:
-        yield chunk([], common.usage(first_of_prompt, [c.state for c in choices]))
+        yield chunk([], common.usage(first_of_prompt, states))
 
 
 def _end_offset(part: dict, default: int = 0) -> int:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-from radixlm.runtime.generate_request import ParsedRequest
 from radixlm.runtime.io_struct import TextUpdate
 from radixlm.runtime.native_api import RequestFailedError
 from radixlm.runtime.tokenizer_manager import RequestState, TokenizerManager
@@ -19,13 +18,6 @@ def failure_of(update: TextUpdate) -> RequestFailedError | None:
         return None
     status = finish.status_code if finish.status_code in (400, 500) else 503
     return RequestFailedError(f"request aborted: {finish.message or 'unknown reason'}", status)
-
-
-def submit_group(
-    manager: TokenizerManager, requests: list[tuple[ParsedRequest, list[int]]]
-) -> list[RequestState]:
-    """Admits the whole group or nothing, so a full queue never strands half of a call."""
-    return manager.submit_many(requests)
 
 
 async def run_to_end(manager: TokenizerManager, states: list[RequestState]) -> None:
