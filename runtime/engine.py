@@ -27,7 +27,9 @@ class Engine:
         self._processes = ServerProcesses(self.args)
         self._processes.start()
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="radixlm-engine", daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="radixlm-engine", daemon=True
+        )
         self._thread.start()
         self.manager = build_manager(self.args, self._processes)
         self._run(self._start_manager())
