@@ -22,9 +22,10 @@ class RequestFailedError(Exception):
 
 
 def submit_all(manager: TokenizerManager, parsed: ParsedGenerate) -> list[RequestState]:
-    """Validates every request first, so a bad item rejects the batch before anything runs."""
+    """Validates every request first and admits the batch whole or not at all, so a bad or
+    refused item never leaves earlier items running with nobody waiting for them."""
     checked = [(r, manager.check_request(r)) for r in parsed.requests]
-    return [manager.submit(r, ids) for r, ids in checked]
+    return manager.submit_many(checked)
 
 
 async def generate(manager: TokenizerManager, parsed: ParsedGenerate) -> dict | list[dict]:

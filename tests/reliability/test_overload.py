@@ -94,11 +94,6 @@ def test_many_mixed_requests_share_prefixes_without_leaks(server):
     assert max(r["usage"]["prompt_tokens_details"]["cached_tokens"] for r in together) > 20
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="native_api.submit_all admits a batch item by item; the fix is one line: "
-    "return manager.submit_many(checked) (TokenizerManager admits a group whole or not at all)",
-)
 def test_a_batch_that_does_not_fit_the_queue_is_refused_whole(server):
     """A refused batch must not leave its first items admitted with nobody waiting for them."""
     blocker = {
