@@ -69,7 +69,7 @@ def run_detokenizer(tokenizer_dir: str, endpoints_json: str, log_level: str, rea
     detokenizer = Detokenizer(Tokenizer(tokenizer_dir))
     ready_conn.send_bytes(b"{}")
     while True:
-        message = inbox.recv()
+        message = inbox.recv_valid()
         if isinstance(message, TokenBatch):
             updates = []
             for update in message.updates:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -12,6 +13,8 @@ import msgspec
 import zmq
 
 from radixlm.runtime.io_struct import ToDetokenizer, ToScheduler, ToTokenizer
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,15 @@ class Channel:
 
     def recv(self) -> Any:
         return self._decoder.decode(self.socket.recv(copy=False).buffer)
+
+    def recv_valid(self) -> Any:
+        """Like ``recv``, but logs and skips a message that does not decode (a sender bug must
+        not take the receiving process, and every other request, down)."""
+        while True:
+            try:
+                return self.recv()
+            except msgspec.DecodeError:
+                logger.exception("dropped an undecodable message")
 
     def recv_nowait(self) -> Any | None:
         try:

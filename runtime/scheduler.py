@@ -348,7 +348,7 @@ def run_scheduler_loop(scheduler: Scheduler, inbox: ipc.Channel, outbox: ipc.Cha
         else:
             timeout_ms = None
         while poller.poll(timeout_ms):
-            message = inbox.recv()
+            message = inbox.recv_valid()
             if isinstance(message, ShutdownRequest):
                 shutdown_deadline = time.monotonic() + message.timeout_s
                 continue
