@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -17,6 +18,7 @@ def suite(bench_serving: ModuleType) -> ModuleType:
     spec = importlib.util.spec_from_file_location("run_cpu_suite", SUITE)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules["run_cpu_suite"] = module  # dataclasses resolve their module through sys.modules
     spec.loader.exec_module(module)
     return module
 
