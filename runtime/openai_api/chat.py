@@ -199,20 +199,9 @@ class _ChoiceStream:
 async def _chunks(
     ctx: common.ServingContext, call: ChatCall, rid: str, states: list[RequestState]
 ) -> AsyncIterator[dict]:
-    created = common.now_s()
     choices = [_ChoiceStream(call, s) for s in states]
 
-    def chunk(entries: list[dict], usage: dict | None = None) -> dict:
-        out = {
-            "id": rid,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": ctx.served_model_name,
-            "choices": entries,
-        }
-        if call.include_usage:
-            out["usage"] = usage
-        return out
+    chunk = common.chunk_maker(ctx, rid, "chat.completion.chunk", call.include_usage)
 
     role_sent = False
     async for index, update in streams.merged_updates(ctx.manager, states):

@@ -44,6 +44,25 @@ def now_s() -> int:
     return int(time.time())
 
 
+def chunk_maker(ctx: ServingContext, rid: str, object_name: str, include_usage: bool):
+    """Builds the stream chunks of one call: same id, object, creation time and model in each."""
+    created = now_s()
+
+    def chunk(entries: list[dict], usage: dict | None = None) -> dict:
+        out = {
+            "id": rid,
+            "object": object_name,
+            "created": created,
+            "model": ctx.served_model_name,
+            "choices": entries,
+        }
+        if include_usage:
+            out["usage"] = usage
+        return out
+
+    return chunk
+
+
 def check_context(
     ctx: ServingContext, num_prompt: int, max_tokens: int | None, field: str, noun: str
 ) -> int:

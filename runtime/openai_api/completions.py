@@ -241,20 +241,9 @@ async def _chunks(
     choices: list[_Choice],
     first_of_prompt: list[RequestState],
 ) -> AsyncIterator[dict]:
-    created = common.now_s()
     progress = [_ChoiceStream(call, c) for c in choices]
 
-    def chunk(entries: list[dict], usage: dict | None = None) -> dict:
-        out = {
-            "id": rid,
-            "object": "text_completion",
-            "created": created,
-            "model": ctx.served_model_name,
-            "choices": entries,
-        }
-        if call.include_usage:
-            out["usage"] = usage
-        return out
+    chunk = common.chunk_maker(ctx, rid, "text_completion", call.include_usage)
 
     states = [c.state for c in choices]
     async for index, update in streams.merged_updates(ctx.manager, states):
