@@ -3,7 +3,7 @@
 Loads SmolLM2-135M-Instruct from the same GGUF our server uses (dequantized to dense weights),
 then times greedy generation with a fixed output length (`min_new_tokens` = `max_new_tokens`, so
 EOS cannot end a run early): single stream at each `--input-lens`, and one batch of
-`--batch-size` prompts at `--batch-input-len`. Prompts are random non-special token ids of
+`--batch-size` prompts at `--batch-input-len`, each `--repeats` times (one row per run). Prompts are random non-special token ids of
 exactly the stated length (no padding). One JSON object per configuration goes to stdout and,
 with `--output-file`, is appended to a JSONL file.
 
@@ -99,6 +99,7 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=32, help="0 skips the batched run")
     p.add_argument("--batch-input-len", type=int, default=256)
     p.add_argument("--num-threads", type=int, default=None, help="default: torch's choice")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs per configuration")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--output-file", default=None, help="JSONL file rows are appended to")
     args = p.parse_args()
@@ -127,11 +128,13 @@ def main() -> None:
         "python": platform.python_version(),
     }
     for batch_size, input_len in configs:
-        row = common | measure(model, batch_size, input_len, args.output_len, rng)
-        print(json.dumps(row), flush=True)
-        if args.output_file:
-            with open(args.output_file, "a") as f:
-                f.write(json.dumps(row) + "\n")
+        for repeat in range(args.repeats):
+            row = common | measure(model, batch_size, input_len, args.output_len, rng)
+            row["repeat"] = repeat
+            print(json.dumps(row), flush=True)
+            if args.output_file:
+                with open(args.output_file, "a") as f:
+                    f.write(json.dumps(row) + "\n")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ rate is also its serving throughput. Runs only in the benchmark venv, never the 
 
 Greedy decoding of exactly `--output-len` tokens: `Llama.generate` does not stop at EOS (only
 the completion API does), so no logit bias is needed. One JSON object per input length goes to
-stdout and, with `--output-file`, is appended to a JSONL file.
+stdout (`--repeats` runs each) and, with `--output-file`, is appended to a JSONL file.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ def main() -> None:
     p.add_argument("--output-len", type=int, default=128)
     p.add_argument("--n-threads", type=int, default=2)
     p.add_argument("--n-ctx", type=int, default=2048)
+    p.add_argument("--repeats", type=int, default=3, help="timed runs per input length")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--output-file", default=None, help="JSONL file rows are appended to")
     args = p.parse_args()
@@ -76,22 +77,24 @@ def main() -> None:
         "batch_size": 1,
     }
     for input_len in args.input_lens:
-        ttft_s, total_s, cpu_s = timed_generate(llm, prompt(input_len), args.output_len)
-        row = common | {
-            "input_len": input_len,
-            "output_len": args.output_len,
-            "prefill_s": ttft_s,
-            "total_s": total_s,
-            # About n_threads * total_s on an idle machine; far less means a skewed figure.
-            "cpu_s": cpu_s,
-            "loadavg_1m": os.getloadavg()[0],
-            "output_tok_s": args.output_len / total_s,
-            "decode_tok_s": (args.output_len - 1) / (total_s - ttft_s),
-        }
-        print(json.dumps(row), flush=True)
-        if args.output_file:
-            with open(args.output_file, "a") as f:
-                f.write(json.dumps(row) + "\n")
+        for repeat in range(args.repeats):
+            ttft_s, total_s, cpu_s = timed_generate(llm, prompt(input_len), args.output_len)
+            row = common | {
+                "input_len": input_len,
+                "output_len": args.output_len,
+                "prefill_s": ttft_s,
+                "total_s": total_s,
+                # About n_threads * total_s on an idle machine; far less means a skewed figure.
+                "cpu_s": cpu_s,
+                "loadavg_1m": os.getloadavg()[0],
+                "output_tok_s": args.output_len / total_s,
+                "decode_tok_s": (args.output_len - 1) / (total_s - ttft_s),
+                "repeat": repeat,
+            }
+            print(json.dumps(row), flush=True)
+            if args.output_file:
+                with open(args.output_file, "a") as f:
+                    f.write(json.dumps(row) + "\n")
 
 
 if __name__ == "__main__":

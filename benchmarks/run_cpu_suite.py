@@ -176,27 +176,36 @@ def measure_server(args: argparse.Namespace, tokenizer: Any) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- peers
 
 
-def run_peer(cmd: list[str]) -> list[dict[str, Any]]:
-    """A peer script's JSON lines from stdout (its own stderr passes through)."""
+def run_peer(cmd: list[str]) -> dict[str, dict[str, Any]]:
+    """A peer script's runs, one row per configuration `b<batch>_in<input_len>`: the run with the
+    median output tok/s, plus every run's figure (the peer's own stderr passes through)."""
     out = subprocess.run(cmd, cwd=BENCH, stdout=subprocess.PIPE, text=True, check=True).stdout
-    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for line in out.splitlines():
+        if line.startswith("{"):
+            row = json.loads(line)
+            runs.setdefault(f"b{row['batch_size']}_in{row['input_len']}", []).append(row)
+    return {key: median_run(rows) for key, rows in runs.items()}
+
+
+def median_run(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    ranked = sorted(rows, key=lambda r: r["output_tok_s"])
+    return ranked[len(ranked) // 2] | {"output_tok_s_runs": [r["output_tok_s"] for r in rows]}
 
 
 QUICK_HF_ARGS = ["--input-lens", "16", "--output-len", "8", "--batch-size", "4",
-                 "--batch-input-len", "16"]  # fmt: skip
-QUICK_LLAMA_ARGS = ["--input-lens", "16", "--output-len", "8"]
+                 "--batch-input-len", "16", "--repeats", "1"]  # fmt: skip
+QUICK_LLAMA_ARGS = ["--input-lens", "16", "--output-len", "8", "--repeats", "1"]
 
 
 def measure_peers(args: argparse.Namespace) -> dict[str, Any]:
     peers: dict[str, Any] = {}
     for dtype in ("bf16", "fp32"):
         cmd = [str(PYTHON), "bench_hf_generate.py", "--dtype", dtype]
-        rows = run_peer(cmd + (QUICK_HF_ARGS if args.quick else []))
-        peers[f"hf_{dtype}"] = {f"b{r['batch_size']}_in{r['input_len']}": r for r in rows}
+        peers[f"hf_{dtype}"] = run_peer(cmd + (QUICK_HF_ARGS if args.quick else []))
     if BENCH_PYTHON.exists():
         cmd = [str(BENCH_PYTHON), "bench_llama_cpp.py"]
-        rows = run_peer(cmd + (QUICK_LLAMA_ARGS if args.quick else []))
-        peers["llama_cpp"] = {f"b1_in{r['input_len']}": r for r in rows}
+        peers["llama_cpp"] = run_peer(cmd + (QUICK_LLAMA_ARGS if args.quick else []))
     else:
         print(f"skipping llama-cpp-python: {BENCH_PYTHON} does not exist", file=sys.stderr)
     return peers
@@ -274,15 +283,16 @@ def report(env: dict[str, Any], server: dict[str, Any], peers: dict[str, Any]) -
         )
     lines += [
         "",
-        "| peer | batch | in | out | prefill s | output tok/s | decode tok/s |",
-        "|---|---|---|---|---|---|---|",
+        "| peer | batch | in | out | prefill s | output tok/s | decode tok/s | all runs, out tok/s |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, rows in peers.items():
         for r in rows.values():
             lines.append(
                 f"| {name} | {r['batch_size']} | {r['input_len']} | {r['output_len']} | "
                 f"{_fmt(r['prefill_s'], '.2f')} | {_fmt(r['output_tok_s'])} | "
-                f"{_fmt(r['decode_tok_s'])} |"
+                f"{_fmt(r['decode_tok_s'])} | "
+                f"{', '.join(_fmt(x) for x in r.get('output_tok_s_runs', []))} |"
             )
     return "\n".join(lines)
 

@@ -61,7 +61,9 @@ def test_report_computes_the_issue_ratios(suite: ModuleType) -> None:
     }
     peers = {
         "hf_bf16": {"b1_in256": _peer(1, 256, 18.0, 20.0), "b32_in256": _peer(32, 256, 200.0, 0)},
-        "llama_cpp": {"b1_in256": _peer(1, 256, 100.0, 110.0)},
+        "llama_cpp": {
+            "b1_in256": _peer(1, 256, 100.0, 110.0) | {"output_tok_s_runs": [100.0, 95.0, 101.0]}
+        },
     }
     table = suite.report(env, server, peers)
     assert "| 50.0 | 20.0 | 2.50× | ≥ 2× |" in table  # single-stream decode vs HF bf16
@@ -69,7 +71,7 @@ def test_report_computes_the_issue_ratios(suite: ModuleType) -> None:
     assert "| 600.0 | 100.0 | 6.00× | ≥ 4× |" in table  # concurrency 32 vs llama-cpp-python
     assert "| 300.0 | 100.0 | 3.00× | ≥ 3× |" in table  # shared prefix, radix on vs off
     assert "| 80.0 | 83.4 | -3.4 pts |" in table
-    assert "| llama_cpp | 1 | 256 | 128 | 0.50 | 100.0 | 110.0 |" in table
+    assert "| llama_cpp | 1 | 256 | 128 | 0.50 | 100.0 | 110.0 | 100.0, 95.0, 101.0 |" in table
 
 
 def test_report_marks_missing_measurements(suite: ModuleType) -> None:
@@ -80,3 +82,10 @@ def test_report_marks_missing_measurements(suite: ModuleType) -> None:
     }  # fmt: skip
     table = suite.report(env, {}, {})
     assert "| – | – | – | ≥ 4× |" in table
+
+
+def test_median_run_keeps_the_middle_run_and_every_figure(suite: ModuleType) -> None:
+    runs = [_peer(1, 256, tps, tps + 1) for tps in (90.0, 10.0, 100.0)]
+    row = suite.median_run(runs)
+    assert row["output_tok_s"] == 90.0 and row["decode_tok_s"] == 91.0
+    assert row["output_tok_s_runs"] == [90.0, 10.0, 100.0]
