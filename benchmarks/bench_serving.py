@@ -268,7 +268,13 @@ class _AiohttpSession:
 
         # A large read buffer: under load the socket can fill before the event loop reads it.
         timeout = aiohttp.ClientTimeout(total=6 * 3600)
-        self._session = aiohttp.ClientSession(timeout=timeout, read_bufsize=10 * 1024**2)
+        # aiohttp's default connector opens at most 100 connections at once, which silently caps
+        # `--request-rate inf` at 100 requests in flight; sglang opens a session per request.
+        # limit=0 lifts the cap (--max-concurrency still limits when given).
+        connector = aiohttp.TCPConnector(limit=0)
+        self._session = aiohttp.ClientSession(
+            timeout=timeout, read_bufsize=10 * 1024**2, connector=connector
+        )
 
     async def lines(self, url: str, payload: dict, headers: dict) -> AsyncIterator[str]:
         async with self._session.post(url, json=payload, headers=headers) as resp:

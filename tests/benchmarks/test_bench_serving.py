@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from types import ModuleType
 from typing import Any
@@ -151,3 +152,17 @@ def test_arrivals_are_immediate_at_inf_and_spread_at_a_finite_rate(
     assert asyncio.run(elapsed(float("inf"))) < 0.05
     # 40 exponential gaps of mean 10 ms: about 0.4 s; far below means no waiting happened.
     assert asyncio.run(elapsed(100.0)) > 0.15
+
+
+def test_sessions_open_unlimited_connections(bench_serving: ModuleType) -> None:
+    """`--request-rate inf` must put every request in flight at once, like sglang's client:
+    aiohttp's default connector would cap it at 100 connections, httpx's at 100 too."""
+
+    async def unlimited() -> bool:
+        async with bench_serving.open_session() as session:
+            if isinstance(session, bench_serving._AiohttpSession):
+                return session._session.connector.limit == 0  # aiohttp: 0 = no limit
+            # httpx hands None on to httpcore, which stores it as sys.maxsize.
+            return session._client._transport._pool._max_connections >= sys.maxsize
+
+    assert asyncio.run(unlimited())
