@@ -3,13 +3,18 @@
 # Run from the repo root on the device after `source .device/env.sh`, with a model folder holding
 # a real config.json plus a tokenizer (weights are random: --load-format dummy), e.g.
 #   MODEL=.device/llama8b bash benchmarks/gpu_serving_suite.sh
-# Scaled-down shapes so the whole suite fits one 10-minute device call (see docs/benchmarks.md).
+# PARTS picks what runs: offline (random-ids 1024/1024), gsp-on and gsp-off (shared prefix,
+# radix cache on / off). Defaults are the full shapes (1000 prompts, 64 x 16 groups);
+# BENCH_TIMEOUT bounds each client run so a slow part cannot eat the whole device call.
 set -uo pipefail
 OUT=${OUT:-$PWD/gpu-out}
 MODEL=${MODEL:?set MODEL to a config+tokenizer folder}
 BACKEND=${BACKEND:-triton}
-NUM_PROMPTS=${NUM_PROMPTS:-300}
-GSP_GROUPS=${GSP_GROUPS:-16}
+NUM_PROMPTS=${NUM_PROMPTS:-1000}
+GSP_GROUPS=${GSP_GROUPS:-64}
+PARTS=${PARTS:-"offline gsp-on gsp-off"}
+BENCH_TIMEOUT=${BENCH_TIMEOUT:-400}
+CUDA_GRAPH_MAX_BS=${CUDA_GRAPH_MAX_BS:-256}
 PORT=30000
 mkdir -p "$OUT"
 python3 -m pip install -q --no-deps --no-build-isolation --no-index -e . >"$OUT/setup.log" 2>&1 || cat "$OUT/setup.log"
@@ -18,7 +23,8 @@ start_server() {  # tag, extra flags...
   local tag=$1; shift
   python3 -m radixlm.launch_server --model-path "$MODEL" --load-format dummy --port $PORT \
     --grammar-backend none --attention-backend "$BACKEND" --chunked-prefill-size 8192 \
-    --max-prefill-tokens 16384 "$@" >"$OUT/server-$tag.log" 2>&1 &
+    --max-prefill-tokens 16384 --cuda-graph-max-bs "$CUDA_GRAPH_MAX_BS" "$@" \
+    >"$OUT/server-$tag.log" 2>&1 &
   SERVER=$!
   for _ in $(seq 1 300); do
     curl -sf localhost:$PORT/health_generate >/dev/null && return 0
@@ -30,7 +36,7 @@ start_server() {  # tag, extra flags...
 
 bench() {  # tag, bench_serving args...
   local tag=$1; shift
-  timeout 240 python3 benchmarks/bench_serving.py --backend radixlm --port $PORT --tokenizer "$MODEL" \
+  timeout "$BENCH_TIMEOUT" python3 benchmarks/bench_serving.py --backend radixlm --port $PORT --tokenizer "$MODEL" \
     --request-rate inf --seed 1 --warmup-requests 1 --flush-cache --output-file "$OUT/serving.jsonl" \
     "$@" 2>&1 | tee "$OUT/bench-$tag.log" | tail -25
 }
@@ -38,16 +44,29 @@ bench() {  # tag, bench_serving args...
 GSP=(--dataset-name generated-shared-prefix --gsp-num-groups "$GSP_GROUPS" --gsp-prompts-per-group 16
      --gsp-system-prompt-len 2048 --gsp-question-len 128 --gsp-output-len 256)
 
-echo "=== radix cache on $(date -u +%T)"
-if start_server cache-on; then
-  bench offline --dataset-name random-ids --random-input-len 1024 --random-output-len 1024 \
-    --random-range-ratio 1.0 --num-prompts "$NUM_PROMPTS"
-  bench gsp-on "${GSP[@]}"
+has() { [[ " $PARTS " == *" $1 "* ]]; }
+
+stop_server() {  # tag: the scheduler's periodic decode lines show the running batch and rate
   kill -TERM $SERVER; wait $SERVER
+  grep -E "Decode batch" "$OUT/server-$1.log" | awk 'NR % 10 == 0' | tail -12
+}
+
+if has offline || has gsp-on; then
+  echo "=== radix cache on $(date -u +%T)"
+  if start_server cache-on; then
+    if has offline; then
+      bench offline --dataset-name random-ids --random-input-len 1024 --random-output-len 1024 \
+        --random-range-ratio 1.0 --num-prompts "$NUM_PROMPTS"
+    fi
+    if has gsp-on; then bench gsp-on "${GSP[@]}"; fi
+    stop_server cache-on
+  fi
 fi
-echo "=== radix cache off $(date -u +%T)"
-if start_server cache-off --disable-radix-cache; then
-  bench gsp-off "${GSP[@]}"
-  kill -TERM $SERVER; wait $SERVER
+if has gsp-off; then
+  echo "=== radix cache off $(date -u +%T)"
+  if start_server cache-off --disable-radix-cache; then
+    bench gsp-off "${GSP[@]}"
+    stop_server cache-off
+  fi
 fi
 echo "=== done $(date -u +%T)"

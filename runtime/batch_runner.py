@@ -112,7 +112,10 @@ class BatchRunner:
 
     def _sample(self, logits: torch.Tensor, sample_reqs: list[tuple[Req, int]]) -> None:
         reqs = [r for r, _ in sample_reqs]
-        row_logits = logits[[row for _, row in sample_reqs]]
+        rows = [row for _, row in sample_reqs]
+        # A decode pass samples every logits row in order: no gather (and no index upload).
+        same_rows = len(rows) == logits.shape[0] and rows[-1] == len(rows) - 1
+        row_logits = logits if same_rows else logits[rows]
         masks = self._grammar_masks(reqs)
         banned = [self._banned_ids(r) for r in reqs]
         top_n = max(
@@ -124,11 +127,13 @@ class BatchRunner:
             allowed_masks=masks,
             banned_eos=banned if any(banned) else None,
             top_logprobs_num=top_n,
+            return_logprobs=any(r.request.return_logprob for r in reqs),
         )
         for i, req in enumerate(reqs):
             token = out.next_token_ids[i]
             top = _as_pairs(out.top_logprobs[i][: req.request.top_logprobs_num]) if top_n else []
-            self._append(req, [token], [(out.logprobs[i], token)], [top])
+            logprob = out.logprobs[i] if out.logprobs else None  # read only if return_logprob
+            self._append(req, [token], [(logprob, token)], [top])
             if req.finish is None and req.grammar is not None and self.enable_jump_forward:
                 self._jump_forward(req)
 

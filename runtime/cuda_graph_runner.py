@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from radixlm.runtime.attention.base import AttentionBackend
-from radixlm.runtime.forward_batch import ForwardBatch, ForwardMode
+from radixlm.runtime.forward_batch import PACKED_ROWS, ForwardBatch, ForwardMode
 
 
 def capture_batch_sizes(max_batch_size: int) -> list[int]:
@@ -47,19 +47,26 @@ class CudaGraphRunner:
         self.max_batch_size = self.batch_sizes[-1]
         n = self.max_batch_size
 
-        def buffer(fill: int) -> torch.Tensor:
-            return torch.full((n,), fill, dtype=torch.int64, device=device)
-
-        # The graphs' inputs. Idle rows hold the padding values: token 0 at position 0,
-        # writing slot 0, one key long, reading row 0 of req_to_token.
-        self.input_ids = buffer(0)
-        self.positions = buffer(0)
-        self.out_cache_loc = buffer(0)
-        self.req_pool_indices = buffer(0)
-        self.seq_lens = buffer(1)
-        self.prefix_lens = buffer(0)
-        self.extend_lens = buffer(1)
+        # The graphs' inputs: the rows of one (len(PACKED_ROWS), n) tensor, so a decode batch
+        # built by build_forward_batch lands in them with one copy. Idle rows hold the padding
+        # values: token 0 at position 0, writing slot 0, one key long, reading row 0 of
+        # req_to_token.
+        padding = {"seq_lens": 1, "extend_lens": 1}
+        column = torch.tensor([padding.get(name, 0) for name in PACKED_ROWS], dtype=torch.int64)
+        self.static = column.view(-1, 1).repeat(1, n).to(device)  # (len(PACKED_ROWS), n)
+        self.padding = self.static.clone()  # copied over the rows a smaller batch leaves idle
+        (
+            self.input_ids,
+            self.positions,
+            self.out_cache_loc,
+            self.req_pool_indices,
+            self.seq_lens,
+            self.prefix_lens,
+            self.extend_lens,
+        ) = self.static.unbind(0)
         self.logits_indices = torch.arange(n, dtype=torch.int64, device=device)
+        self._identity = self.logits_indices.clone()
+        self._logits_are_rows = True  # logits_indices holds arange(n)
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self.logits: dict[int, torch.Tensor] = {}  # each graph's output buffer
         attn_backend.init_cuda_graph_state(n, num_heads)
@@ -77,20 +84,23 @@ class CudaGraphRunner:
         num_real = batch.batch_size
         bs = self.batch_sizes[bisect.bisect_left(self.batch_sizes, num_real)]
         num_logits = batch.logits_indices.shape[0]
-        self.input_ids[:num_real].copy_(batch.input_ids)
-        self.positions[:num_real].copy_(batch.positions)
-        self.out_cache_loc[:num_real].copy_(batch.out_cache_loc)
-        self.req_pool_indices[:num_real].copy_(batch.req_pool_indices)
-        self.seq_lens[:num_real].copy_(batch.seq_lens)
-        self.logits_indices[:num_logits].copy_(batch.logits_indices)
-        if num_logits < bs:
-            # Stale rows may point past this graph's batch: aim them at row 0.
-            self.logits_indices[num_logits:bs].zero_()
+        if batch.packed is not None:
+            self.static[:, :num_real].copy_(batch.packed)
+        else:
+            for name, row in zip(PACKED_ROWS, self.static, strict=True):
+                row[:num_real].copy_(getattr(batch, name))
         if num_real < bs:
             # A larger batch may have left real slots here: padding must write slot 0 only.
-            self.out_cache_loc[num_real:bs].zero_()
-            self.req_pool_indices[num_real:bs].zero_()
-            self.seq_lens[num_real:bs].fill_(1)
+            self.static[:, num_real:bs].copy_(self.padding[:, num_real:bs])
+        if batch.logits_are_rows:
+            if not self._logits_are_rows:
+                self.logits_indices.copy_(self._identity)
+                self._logits_are_rows = True
+        else:
+            self.logits_indices[:num_logits].copy_(batch.logits_indices)
+            # Stale rows may point past this graph's batch: aim them at row 0.
+            self.logits_indices[num_logits:].zero_()
+            self._logits_are_rows = False
         seq_lens_cpu = batch.seq_lens_cpu + (1,) * (bs - num_real)
         self.attn_backend.prepare_cuda_graph(self._static_batch(bs, seq_lens_cpu))
         self.graphs[bs].replay()

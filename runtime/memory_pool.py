@@ -6,6 +6,7 @@ a padding target so padded batches (CUDA graphs) can write somewhere harmless.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 
@@ -37,15 +38,26 @@ class ReqToTokenPool:
             )
 
     def write_many(self, rows: list[int], starts: list[int], slots: list[list[int]]) -> None:
-        """One indexed write for a whole pass (a write per request costs a copy each on GPU)."""
-        row_index = [r for r, s in zip(rows, slots, strict=True) for _ in s]
-        col_index = [c for st, s in zip(starts, slots, strict=True) for c in range(st, st + len(s))]
-        flat = [x for s in slots for x in s]
-        if flat:
-            device = self.req_to_token.device
-            self.req_to_token[
-                torch.tensor(row_index, device=device), torch.tensor(col_index, device=device)
-            ] = torch.tensor(flat, dtype=torch.int64, device=device)
+        """One indexed write for a whole pass. The (row, column, slot) triples travel as one
+        int64 buffer in one copy (from pinned memory on CUDA): a write per request, or a copy
+        per index tensor, costs a synchronous transfer each on GPU."""
+        lens = np.fromiter(map(len, slots), dtype=np.int64, count=len(slots))
+        total = int(lens.sum())
+        if not total:
+            return
+        host = torch.empty((3, total), dtype=torch.int64)
+        index = host.numpy()
+        index[0] = np.repeat(np.asarray(rows, dtype=np.int64), lens)
+        # Column of every slot: its flat index, shifted so each request starts at its start.
+        offsets = np.cumsum(lens) - lens
+        index[1] = np.arange(total) + np.repeat(np.asarray(starts, dtype=np.int64) - offsets, lens)
+        index[2] = [x for s in slots for x in s] if len(slots) > 1 else slots[0]
+        device = self.req_to_token.device
+        if device.type == "cuda":
+            pinned = torch.empty(host.shape, dtype=torch.int64, pin_memory=True)
+            pinned.copy_(host)
+            host = pinned.to(device, non_blocking=True)
+        self.req_to_token[host[0], host[1]] = host[2]
 
     def read(self, row: int, length: int) -> list[int]:
         return self.req_to_token[row, :length].tolist()

@@ -134,7 +134,8 @@ def make_state(params: SamplingParams, prompt_ids: Sequence[int]) -> SamplingReq
 @dataclass
 class SampleOutput:
     next_token_ids: list[int]
-    # Logprob of each chosen token under the raw distribution log_softmax(logits).
+    # Logprob of each chosen token under the raw distribution log_softmax(logits); empty when
+    # sample() was told no row wants them.
     logprobs: list[float]
     # Per row, the most likely (token id, raw logprob) pairs; empty lists unless asked for.
     top_logprobs: list[TopLogprobs]
@@ -146,6 +147,7 @@ def sample(
     allowed_masks: torch.Tensor | None = None,
     banned_eos: Sequence[Sequence[int]] | None = None,
     top_logprobs_num: int = 0,
+    return_logprobs: bool = True,
 ) -> SampleOutput:
     """Picks one next token per row.
 
@@ -155,16 +157,23 @@ def sample(
     the output is shorter than min_new_tokens). The grammar outranks the ban: a row whose grammar
     allows only banned ids samples among them. A row with no allowed token at all raises
     ValueError naming the rows. ``top_logprobs_num``: how many top raw logprobs per row to return.
+    ``return_logprobs=False`` (and no top logprobs) skips the log-softmax over the vocabulary and
+    its host transfer: ``logprobs`` is then empty, and reading the chosen ids is the step's only
+    device sync.
     """
     batch = logits.shape[0]
     assert len(states) == batch, (len(states), batch)
     if batch == 0:
         return SampleOutput([], [], [])
     x = processed_logits(logits, states, allowed_masks, banned_eos)
-    next_ids = torch.empty(batch, dtype=torch.long, device=x.device)
     greedy = [i for i, s in enumerate(states) if s.params.is_greedy]
     sampled = [i for i, s in enumerate(states) if not s.params.is_greedy]
-    if greedy:
+    if not sampled:
+        # All greedy (the common serving case): no output buffer, no scatter.
+        next_ids = x.max(dim=-1).indices
+    else:
+        next_ids = torch.empty(batch, dtype=torch.long, device=x.device)
+    if greedy and sampled:
         rows = _row_index(greedy, batch, x.device)
         # max(dim) returns the first maximum, like argmax (ties go to the lowest id, batch or
         # not), and is twice as fast as argmax on CPU.
@@ -172,6 +181,8 @@ def sample(
     if sampled:
         rows = _row_index(sampled, batch, x.device)
         _put(next_ids, rows, _sample_rows(_take(x, rows), [states[i] for i in sampled]))
+    if not return_logprobs and top_logprobs_num <= 0:
+        return SampleOutput(next_ids.tolist(), [], [[] for _ in range(batch)])
     logprobs, top = token_logprobs(logits, next_ids, top_logprobs_num)
     return SampleOutput(next_ids.tolist(), logprobs, top)
 
