@@ -26,6 +26,9 @@ from radixlm.runtime.memory_pool import KVCache, ReqToTokenPool
 # A decode group's sequences are at least half as long as its longest one; past this many
 # groups the last one takes all the rest (each group costs a few extra ops per layer).
 _MAX_DECODE_GROUPS = 4
+# Extends up to this many new tokens are padded into groups; longer ones attend one by one
+# (padding every query of a group to a prompt chunk's length would waste the attention).
+_MAX_BATCHED_EXTEND = 32
 
 
 @dataclass(frozen=True)
@@ -44,34 +47,106 @@ class _ExtendSeq:
     mask: torch.Tensor | None  # (num_new, seq_len) True = attend; None: no prefix, plain causal
 
 
+@dataclass(frozen=True)
+class _ExtendGroup:
+    """Short extends padded to (group_size, max_new) queries over (group_size, max_len) keys."""
+
+    q_index: torch.Tensor  # (group_size * max_new,) flat token row per padded query
+    kv_index: torch.Tensor  # (group_size * max_len,) KV slots, row-major per sequence, padded
+    out_pos: torch.Tensor  # (num_real,) padded query positions holding real tokens
+    out_rows: torch.Tensor  # (num_real,) their flat token rows
+    group_size: int
+    max_new: int
+    max_len: int
+    mask: torch.Tensor  # (group_size, 1, max_new, max_len) True = attend
+
+
 class TorchAttentionBackend(AttentionBackend):
     def __init__(self, kv_cache: KVCache, req_to_token_pool: ReqToTokenPool) -> None:
         super().__init__(kv_cache, req_to_token_pool)
         self._out_cache_loc = torch.empty(0, dtype=torch.int64)
-        self._plan: list[_DecodeGroup] | list[_ExtendSeq] = []
+        self._plan: list[_DecodeGroup] | list[_ExtendSeq | _ExtendGroup] = []
 
     def prepare(self, batch: ForwardBatch) -> None:
         self._out_cache_loc = batch.out_cache_loc
-        req_to_token = self.req_to_token_pool.req_to_token
-        device = req_to_token.device
         if batch.mode is ForwardMode.DECODE:
             groups = _length_groups(batch.seq_lens_cpu)
             self._plan = [self._decode_group(batch, rows, len(groups) > 1) for rows in groups]
             return
         self._plan = []
+        starts, short = [], []
         start = 0
-        for i, (prefix_len, num_new) in enumerate(
-            zip(batch.prefix_lens_cpu, batch.extend_lens_cpu, strict=True)
-        ):
-            seq_len = prefix_len + num_new
-            kv_index = req_to_token[batch.req_pool_indices[i], :seq_len]
-            mask = None
-            if prefix_len > 0:
-                # New token t (absolute position prefix_len + t) sees keys 0..prefix_len + t.
-                rows = torch.arange(prefix_len, seq_len, device=device)
-                mask = torch.arange(seq_len, device=device)[None, :] <= rows[:, None]
-            self._plan.append(_ExtendSeq(start, num_new, kv_index, mask))
+        for i, num_new in enumerate(batch.extend_lens_cpu):
+            starts.append(start)
             start += num_new
+            if num_new <= _MAX_BATCHED_EXTEND:
+                short.append(i)
+            else:
+                self._plan.append(self._extend_seq(batch, i, starts[i]))
+        if len(short) == 1:
+            self._plan.append(self._extend_seq(batch, short[0], starts[short[0]]))
+        elif short:
+            lens = [batch.seq_lens_cpu[i] for i in short]
+            for rows in _length_groups(tuple(lens)):
+                seqs = [short[r] for r in rows]
+                self._plan.append(self._extend_group(batch, seqs, [starts[i] for i in seqs]))
+
+    def _extend_seq(self, batch: ForwardBatch, i: int, start: int) -> _ExtendSeq:
+        req_to_token = self.req_to_token_pool.req_to_token
+        device = req_to_token.device
+        prefix_len, num_new = batch.prefix_lens_cpu[i], batch.extend_lens_cpu[i]
+        seq_len = prefix_len + num_new
+        kv_index = req_to_token[batch.req_pool_indices[i], :seq_len]
+        mask = None
+        if prefix_len > 0:
+            # New token t (absolute position prefix_len + t) sees keys 0..prefix_len + t.
+            rows = torch.arange(prefix_len, seq_len, device=device)
+            mask = torch.arange(seq_len, device=device)[None, :] <= rows[:, None]
+        return _ExtendSeq(start, num_new, kv_index, mask)
+
+    def _extend_group(
+        self, batch: ForwardBatch, seqs: list[int], starts: list[int]
+    ) -> _ExtendGroup:
+        device = self.req_to_token_pool.req_to_token.device
+        prefix_lens = [batch.prefix_lens_cpu[i] for i in seqs]
+        num_news = [batch.extend_lens_cpu[i] for i in seqs]
+        max_new = max(num_news)
+        max_len = max(p + n for p, n in zip(prefix_lens, num_news, strict=True))
+        # Padded query t of a sequence repeats its last real token, so every padded row sees at
+        # least one key (no all-masked softmax) and its output is simply dropped.
+        q_index, last_key, out_pos, out_rows = [], [], [], []
+        for row, (start, prefix_len, num_new) in enumerate(
+            zip(starts, prefix_lens, num_news, strict=True)
+        ):
+            for t in range(max_new):
+                real_t = min(t, num_new - 1)
+                q_index.append(start + real_t)
+                last_key.append(prefix_len + real_t)
+                if t < num_new:
+                    out_pos.append(row * max_new + t)
+                    out_rows.append(start + t)
+
+        def as_tensor(values: list[int]) -> torch.Tensor:
+            return torch.tensor(values, dtype=torch.int64, device=device)
+
+        rows_tensor = as_tensor(seqs)
+        # (group, max_len): slots past a sequence's end are stale but valid pool indices.
+        slots = self.req_to_token_pool.req_to_token[
+            batch.req_pool_indices.index_select(0, rows_tensor), :max_len
+        ]
+        # Query t of a sequence (absolute position prefix_len + t) sees keys 0..prefix_len + t.
+        keys = torch.arange(max_len, device=device)
+        mask = keys[None, :] <= as_tensor(last_key)[:, None]  # (group * max_new, max_len)
+        return _ExtendGroup(
+            q_index=as_tensor(q_index),
+            kv_index=slots.reshape(-1),
+            out_pos=as_tensor(out_pos),
+            out_rows=as_tensor(out_rows),
+            group_size=len(seqs),
+            max_new=max_new,
+            max_len=max_len,
+            mask=mask.view(len(seqs), 1, max_new, max_len),
+        )
 
     def _decode_group(self, batch: ForwardBatch, rows: list[int], is_part: bool) -> _DecodeGroup:
         device = self.req_to_token_pool.req_to_token.device
@@ -113,26 +188,18 @@ class TorchAttentionBackend(AttentionBackend):
                     0, group.rows, _decode_attention(group, group_q, k_buffer, v_buffer, scaling)
                 )
             return out
-        heads_per_kv = q.shape[1] // k.shape[1]
-        outputs = []
-        for seq in plan:
-            seq_q = q[seq.start : seq.start + seq.num_new].transpose(0, 1)  # (heads, new, dim)
-            keys = k_buffer.index_select(0, seq.kv_index)  # (seq_len, kv_heads, dim)
-            values = v_buffer.index_select(0, seq.kv_index)
-            if heads_per_kv > 1:
-                # Explicit copies: SDPA's own enable_gqa path is ~2x slower on CPU.
-                keys = keys.repeat_interleave(heads_per_kv, dim=1)  # (seq_len, heads, dim)
-                values = values.repeat_interleave(heads_per_kv, dim=1)
-            out = F.scaled_dot_product_attention(
-                seq_q,
-                keys.transpose(0, 1),
-                values.transpose(0, 1),
-                attn_mask=seq.mask,
-                is_causal=seq.mask is None,  # no prefix: square causal, no mask to build
-                scale=scaling,
-            )  # (heads, new, dim)
-            outputs.append(out.transpose(0, 1))
-        return torch.cat(outputs) if len(outputs) > 1 else outputs[0]
+        if len(plan) == 1 and isinstance(plan[0], _ExtendSeq):
+            return _extend_attention(plan[0], q, k_buffer, v_buffer, scaling)
+        out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+        for part in plan:
+            if isinstance(part, _ExtendSeq):
+                out[part.start : part.start + part.num_new] = _extend_attention(
+                    part, q, k_buffer, v_buffer, scaling
+                )
+            else:
+                padded = _extend_group_attention(part, q, k_buffer, v_buffer, scaling)
+                out.index_copy_(0, part.out_rows, padded.index_select(0, part.out_pos))
+        return out
 
 
 def _length_groups(seq_lens: tuple[int, ...]) -> list[list[int]]:
@@ -169,3 +236,61 @@ def _decode_attention(
         scale=scaling,
     )  # (group, kv_heads, group_heads, head_dim)
     return out.reshape(group_size, num_heads, head_dim)
+
+
+def _extend_attention(
+    seq: _ExtendSeq,
+    q: torch.Tensor,  # (num_tokens, heads, dim), the whole pass
+    k_buffer: torch.Tensor,
+    v_buffer: torch.Tensor,
+    scaling: float,
+) -> torch.Tensor:  # (num_new, heads, dim)
+    heads_per_kv = q.shape[1] // k_buffer.shape[1]
+    seq_q = q[seq.start : seq.start + seq.num_new].transpose(0, 1)  # (heads, new, dim)
+    keys = k_buffer.index_select(0, seq.kv_index)  # (seq_len, kv_heads, dim)
+    values = v_buffer.index_select(0, seq.kv_index)
+    if heads_per_kv > 1:
+        # Explicit copies: SDPA's own enable_gqa path is ~2x slower on CPU.
+        keys = keys.repeat_interleave(heads_per_kv, dim=1)  # (seq_len, heads, dim)
+        values = values.repeat_interleave(heads_per_kv, dim=1)
+    out = F.scaled_dot_product_attention(
+        seq_q,
+        keys.transpose(0, 1),
+        values.transpose(0, 1),
+        attn_mask=seq.mask,
+        is_causal=seq.mask is None,  # no prefix: square causal, no mask to build
+        scale=scaling,
+    )  # (heads, new, dim)
+    return out.transpose(0, 1)
+
+
+def _extend_group_attention(
+    group: _ExtendGroup,
+    q: torch.Tensor,  # (num_tokens, heads, dim), the whole pass
+    k_buffer: torch.Tensor,
+    v_buffer: torch.Tensor,
+    scaling: float,
+) -> torch.Tensor:  # (group_size * max_new, heads, dim), padded rows included
+    _, num_heads, head_dim = q.shape
+    num_kv_heads = k_buffer.shape[1]
+    heads_per_kv = num_heads // num_kv_heads
+    size, max_new, max_len = group.group_size, group.max_new, group.max_len
+    # (group, max_new, kv_heads, heads_per_kv, dim) -> (group, kv_heads, heads_per_kv * max_new,
+    # dim): the query heads sharing a KV head ride along the query axis, as in decode.
+    group_q = q.index_select(0, group.q_index).view(
+        size, max_new, num_kv_heads, heads_per_kv, head_dim
+    )
+    group_q = group_q.permute(0, 2, 3, 1, 4).reshape(
+        size, num_kv_heads, heads_per_kv * max_new, head_dim
+    )
+    mask = group.mask
+    if heads_per_kv > 1:
+        mask = mask.repeat(1, 1, heads_per_kv, 1)  # (group, 1, heads_per_kv * max_new, max_len)
+    shape = (size, max_len, num_kv_heads, head_dim)
+    keys = k_buffer.index_select(0, group.kv_index).view(shape)
+    values = v_buffer.index_select(0, group.kv_index).view(shape)
+    out = F.scaled_dot_product_attention(
+        group_q, keys.transpose(1, 2), values.transpose(1, 2), attn_mask=mask, scale=scaling
+    )  # (group, kv_heads, heads_per_kv * max_new, dim)
+    out = out.view(size, num_kv_heads, heads_per_kv, max_new, head_dim).permute(0, 3, 1, 2, 4)
+    return out.reshape(size * max_new, num_heads, head_dim)

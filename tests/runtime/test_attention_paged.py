@@ -89,3 +89,24 @@ def test_unpadded_decode_batch_equals_each_alone(tiny_runner, driver_for):
     logits = driver.decode(list(zip(seqs, next_tokens, strict=True)))
     for i, prompt in enumerate(prompts):
         assert_logits_close(logits[i : i + 1], full_forward(driver, prompt + [next_tokens[i]])[-1:])
+
+
+def test_mixed_extend_pass_equals_each_alone(tiny_runner, driver_for):
+    """A decode pass carrying jump-forwarded tokens: one-token rows, short multi-token extends
+    (padded into length groups) and a long prompt chunk (attended alone) in one EXTEND batch."""
+    driver = driver_for(tiny_runner)
+    prompts = [random_ids(n, seed=20 + n) for n in (6, 40, 11, 70, 9)]
+    seqs = [driver.new_seq() for _ in prompts]
+    driver.extend(list(zip(seqs, prompts, strict=True)), shuffle_seed=21)
+    fresh = driver.new_seq()
+    # New tokens per sequence: 1, 7, 1, 3, 33 (past the batched limit); fresh: a 45-token prompt.
+    news = [random_ids(n, seed=30 + i) for i, n in enumerate((1, 7, 1, 3, 33))]
+    fresh_ids = random_ids(45, seed=40)
+    logits = driver.extend(
+        [*zip(seqs, news, strict=True), (fresh, fresh_ids)], all_logits=True, shuffle_seed=22
+    )
+    driver.release_all()  # the pool holds 8 rows: free them before the references
+    for i, (prompt, new) in enumerate(zip(prompts, news, strict=True)):
+        assert_logits_close(logits[i], full_forward(driver, prompt + new)[len(prompt) :])
+        driver.release_all()
+    assert_logits_close(logits[-1], full_forward(driver, fresh_ids))
