@@ -13,6 +13,7 @@ OpenMP workers from spinning against them: 5-10x faster steps on a loaded 2-core
     OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_decode_step.py   # on a busy machine
     python benchmarks/bench_decode_step.py --batch-sizes 1,32 --steps 50
     python benchmarks/bench_decode_step.py --model-path qwen2.5-0.5b --load-format dummy
+    python benchmarks/bench_decode_step.py --quantization none   # float32 weights
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from radixlm.runtime.memory_pool import KVCache
 from radixlm.runtime.model_config import ModelConfig
 from radixlm.runtime.model_loader import resolve_model
 from radixlm.runtime.model_runner import ModelRunner
+from radixlm.runtime.server_args import QUANTIZATIONS
 
 
 def time_decode_steps(
@@ -75,6 +77,13 @@ def time_decode_steps(
     return step_seconds
 
 
+def linear_weight_bytes(linear: LinearBase) -> int:
+    if linear.int4_weight is not None:
+        return linear.int4_weight.nbytes()
+    weight = linear.packed_weight if linear.packed_weight is not None else linear.weight
+    return weight.numel() * weight.element_size()
+
+
 def measure_read_bandwidth(device: torch.device, num_bytes: int = 512 * 2**20) -> float:
     """Best-of-5 bytes/s of summing a buffer much larger than the last-level cache."""
     buffer = torch.ones(num_bytes // 4, dtype=torch.float32, device=device)
@@ -95,6 +104,7 @@ def main() -> None:
     parser.add_argument("--context-len", type=int, default=256)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--quantization", default="auto", choices=QUANTIZATIONS)
     args = parser.parse_args()
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
 
@@ -108,17 +118,16 @@ def main() -> None:
         max_total_tokens=max_batch * (args.context_len + args.warmup + args.steps),
         max_running_requests=max_batch,
         context_len=args.context_len + args.warmup + args.steps,
+        quantization=args.quantization,
     )
     print(
         f"model {resolved.display_path} ({resolved.weights_format}), {runner.dtype}, "
+        f"quantization {runner.quantization}, "
         f"{runner.device}, threads {torch.get_num_threads()}, context {args.context_len}"
     )
-    element_size = torch.empty((), dtype=runner.dtype).element_size()
     # Every linear weight (LM head included) is read once per step; embedding rows are not.
-    weight_bytes = element_size * sum(
-        (m.packed_weight if m.packed_weight is not None else m.weight).numel()
-        for m in runner.model.modules()
-        if isinstance(m, LinearBase)
+    weight_bytes = sum(
+        linear_weight_bytes(m) for m in runner.model.modules() if isinstance(m, LinearBase)
     )
     kv_bytes_per_token = KVCache.bytes_per_token(
         config.num_layers, config.num_kv_heads, config.head_dim, runner.dtype

@@ -12,17 +12,38 @@ import torch
 from radixlm.runtime.attention.base import get_attention_backend_class
 from radixlm.runtime.cuda_graph_runner import CudaGraphRunner
 from radixlm.runtime.forward_batch import ForwardBatch
+from radixlm.runtime.layers.embedding import LMHead
+from radixlm.runtime.layers.int4_cpu import int4_cpu_supported
 from radixlm.runtime.layers.linear import LinearBase, cpu_prepack_supported
 from radixlm.runtime.memory_pool import KVCache, KVSlotAllocator, ReqToTokenPool
 from radixlm.runtime.model_config import ModelConfig
 from radixlm.runtime.model_loader.resolve import ResolvedModel
 from radixlm.runtime.model_loader.weights import init_dummy_weights, iter_safetensors
 from radixlm.runtime.models.registry import get_model_class
+from radixlm.runtime.server_args import QUANTIZATIONS
 
 
 def default_dtype_for(device: torch.device) -> torch.dtype:
     # This project's CPUs have no fast bf16 matmul (no AMX / avx512_bf16): float32 there.
     return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+# GGUF types that int4 groups hold exactly (see layers/int4_cpu.py).
+_LOSSLESS_INT4_SOURCES = {"Q4_1"}
+
+
+def resolve_quantization(requested: str, device: torch.device, resolved: ResolvedModel) -> str:
+    """ "auto" keeps a Q4_1 GGUF's layers in 4 bits on CPU (llama.cpp's choice too: the step
+    is a weight stream) and runs everything else in float; "int4" quantizes any checkpoint."""
+    if requested not in QUANTIZATIONS:
+        raise ValueError(f"unknown quantization {requested!r}; choose from {QUANTIZATIONS}")
+    if requested == "int4" and device.type != "cpu":
+        raise ValueError("--quantization int4 runs on CPU only")
+    if requested != "auto":
+        return requested
+    types = set(resolved.source_weight_types)
+    lossless = bool(types) and types <= _LOSSLESS_INT4_SOURCES
+    return "int4" if device.type == "cpu" and lossless else "none"
 
 
 def max_total_tokens_for_gpu(
@@ -69,14 +90,17 @@ class ModelRunner:
         seed: int = 0,
         mem_fraction_static: float = 0.88,
         cuda_graph_max_bs: int | None = None,
+        quantization: str = "none",
     ) -> None:
         """``dtype=None`` picks float32 on CPU, bfloat16 on CUDA. ``max_total_tokens=None`` sizes
         the KV pool from ``mem_fraction_static`` (CUDA only; CPU callers must pass it).
         ``cuda_graph_max_bs`` captures decode graphs up to that batch size (CUDA and a backend
-        that supports them only); ``None`` runs every pass eagerly."""
+        that supports them only); ``None`` runs every pass eagerly. ``quantization`` is one of
+        QUANTIZATIONS (see ``resolve_quantization``)."""
         self.model_config = model_config
         self.device = torch.device(device)
         self.dtype = dtype or default_dtype_for(self.device)
+        self.quantization = resolve_quantization(quantization, self.device, resolved)
         self.context_len = context_len
         if self.device.type == "cpu":
             # One intra-op thread per core we may run on; more only oversubscribes.
@@ -91,10 +115,7 @@ class ModelRunner:
             else:
                 self.model.load_weights(iter_safetensors(resolved.model_dir))
         self.model.eval()
-        if cpu_prepack_supported(self.device, self.dtype):
-            for module in self.model.modules():
-                if isinstance(module, LinearBase):
-                    module.prepack_for_cpu()
+        self._pack_cpu_weights()
 
         if max_total_tokens is None:
             if self.device.type != "cuda":
@@ -129,6 +150,21 @@ class ModelRunner:
                 min(cuda_graph_max_bs, max_running_requests),
                 self.device,
             )
+
+    def _pack_cpu_weights(self) -> None:
+        prepack = cpu_prepack_supported(self.device, self.dtype)
+        for module in self.model.modules():
+            if not isinstance(module, LinearBase):
+                continue
+            # The LM head stays in float: it is the tied embedding (Q8_0 in the default GGUF).
+            if (
+                self.quantization == "int4"
+                and not isinstance(module, LMHead)
+                and int4_cpu_supported(self.device, module.weight.shape[1])
+            ):
+                module.quantize_int4_for_cpu()
+            elif prepack:
+                module.prepack_for_cpu()
 
     @torch.inference_mode()
     def forward(self, batch: ForwardBatch) -> torch.Tensor:

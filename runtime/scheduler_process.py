@@ -68,6 +68,7 @@ def build_scheduler(args: ServerArgs, resolved: ResolvedModel) -> tuple[Schedule
         max_running_requests=max_running,
         context_len=context_len,
         seed=args.random_seed,
+        quantization=args.quantization,
     )
     tokenizer = Tokenizer(resolved.tokenizer_dir)
     eos_ids = set(model_config.eos_token_ids)
@@ -89,6 +90,7 @@ def build_scheduler(args: ServerArgs, resolved: ResolvedModel) -> tuple[Schedule
         schedule_policy=args.schedule_policy,
         stream_interval=args.stream_interval,
         enable_jump_forward=not args.disable_jump_forward,
+        enable_overlap=device == "cuda" and not args.disable_overlap_schedule,
     )
     batch_runner = BatchRunner(
         runner,

@@ -17,6 +17,7 @@ GRAMMAR_BACKENDS = ("outlines", "llguidance", "xgrammar", "none")
 LOAD_FORMATS = ("auto", "safetensors", "gguf", "dummy")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 DEVICES = ("auto", "cpu", "cuda")
+QUANTIZATIONS = ("auto", "none", "int4")  # see model_runner.resolve_quantization
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,14 @@ class ServerArgs:
     load_format: str = field(default="auto", metadata={"choices": LOAD_FORMATS})
     served_model_name: str | None = None
     dtype: str = field(default="auto", metadata={"choices": DTYPES})
+    quantization: str = field(
+        default="auto",
+        metadata={
+            "choices": QUANTIZATIONS,
+            "help": "auto: keep a Q4_1 GGUF's layers in 4 bits on CPU (lossless); "
+            "int4: quantize any checkpoint's layers (CPU); none: float weights",
+        },
+    )
     device: str = field(default="auto", metadata={"choices": DEVICES})
     context_length: int | None = None
     random_seed: int = 0
@@ -60,6 +69,10 @@ class ServerArgs:
     )
     cuda_graph_max_bs: int = 160
     disable_cuda_graph: bool = False
+    disable_overlap_schedule: bool = field(
+        default=False,
+        metadata={"help": "run decode passes serially (CUDA overlaps host work with the GPU)"},
+    )
     # Constrained decoding
     # llguidance: best schema coverage with zero invalid instances accepted (docs/constrained.md).
     grammar_backend: str = field(default="llguidance", metadata={"choices": GRAMMAR_BACKENDS})

@@ -184,6 +184,15 @@ def convert(gguf_path: str, out_dir: str) -> None:
         "display_path": display_name(reader, gguf_path),
         "gguf_path": os.path.abspath(gguf_path),
         "converter_version": CONVERTER_VERSION,
+        # How the layers' matrices were stored (e.g. ["Q4_1"]): the runner re-packs 4-bit
+        # ones losslessly instead of running the dequantized float32 copy.
+        "linear_weight_types": sorted(
+            {
+                t.tensor_type.name
+                for t in reader.tensors
+                if t.name.startswith("blk.") and len(t.shape) == 2
+            }
+        ),
     }
     with open(os.path.join(out_dir, SOURCE_INFO_FILE), "w", encoding="utf-8") as f:
         json.dump(source_info, f, indent=2)

@@ -17,7 +17,7 @@ import sys
 import tempfile
 
 # Bumped whenever the converter's output changes, so stale cache folders are not reused.
-CONVERTER_VERSION = 1
+CONVERTER_VERSION = 2
 # Written last by the converter: its presence marks a complete folder.
 SOURCE_INFO_FILE = "radixlm_source.json"
 

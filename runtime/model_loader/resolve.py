@@ -33,6 +33,8 @@ class ResolvedModel:
     tokenizer_dir: str  # holds tokenizer.json / tokenizer_config.json (with chat_template)
     weights_format: Literal["safetensors", "dummy"]
     display_path: str  # what /get_model_info reports as model_path
+    # GGUF storage types of the layers' matrices when converted from a GGUF (e.g. ("Q4_1",)).
+    source_weight_types: tuple[str, ...] = ()
 
 
 def resolve_model(model_path: str | None, load_format: str = "auto") -> ResolvedModel:
@@ -72,8 +74,14 @@ def default_tokenizer_dir() -> str:
 def _resolve_gguf(gguf_path: str) -> ResolvedModel:
     model_dir = ensure_converted(gguf_path)
     with open(os.path.join(model_dir, SOURCE_INFO_FILE), encoding="utf-8") as f:
-        display_path = json.load(f)["display_path"]
-    return ResolvedModel(model_dir, model_dir, "safetensors", display_path)
+        source_info = json.load(f)
+    return ResolvedModel(
+        model_dir,
+        model_dir,
+        "safetensors",
+        source_info["display_path"],
+        tuple(source_info["linear_weight_types"]),
+    )
 
 
 def _resolve_local_dir(model_dir: str, display_path: str) -> ResolvedModel:

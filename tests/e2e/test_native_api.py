@@ -8,6 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
+from tests.server_harness import ServerProcess
+
 CHAT_PROMPT = (
     "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face"
     "<|im_end|>\n<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"
@@ -31,13 +33,22 @@ def test_generate_returns_text_and_meta_info(default_server):
     assert "cached_tokens" in meta
 
 
-def test_greedy_output_equals_hf_generate(default_server):
+@pytest.fixture(scope="module")
+def float_server():
+    """The default model with float32 weights, i.e. HF's arithmetic (the default server keeps
+    the GGUF's 4-bit weights and computes its matmuls in bfloat16)."""
+    server = ServerProcess("--max-total-tokens", "2048", "--quantization", "none")
+    yield server
+    server.stop()
+
+
+def test_greedy_output_equals_hf_generate(float_server):
     torch = pytest.importorskip("torch")
     from transformers import AutoModelForCausalLM
 
-    info = requests.get(default_server.url + "/get_model_info", timeout=30).json()
+    info = requests.get(float_server.url + "/get_model_info", timeout=30).json()
     # min_new_tokens bans EOS on both sides, so both run the full 64 steps.
-    res = default_server.generate(
+    res = float_server.generate(
         {"text": CHAT_PROMPT, "sampling_params": greedy(64, min_new_tokens=64)}
     ).json()
     model = AutoModelForCausalLM.from_pretrained(info["tokenizer_path"], dtype=torch.float32)
