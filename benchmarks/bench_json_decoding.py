@@ -2,8 +2,11 @@
 
 Starts two servers in turn (default, then --disable-jump-forward), sends 32 concurrent greedy
 "character profile" requests (a schema with long forced keys), and reports output tok/s, the
-jump-forwarded share, and whether the parsed JSON is identical with jump-forward on and off.
-Also sends the same prompts unconstrained for the constrained/unconstrained ratio.
+jump-forwarded share, and whether the parsed JSON is identical with jump-forward on and off
+(when neither output parses, both stopped by the token limit, their texts must be equal; the
+first differing token of each differing pair is printed). Also sends the same prompts
+unconstrained for the constrained/unconstrained ratio. Load averages are recorded beside the
+figures: this is a shared 2-core machine.
 
     .venv/bin/python benchmarks/bench_json_decoding.py [--concurrency 32] [--max-new-tokens 160]
 """
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -81,6 +85,7 @@ def run_batch(url: str, texts: list[str], max_new_tokens: int, schema: dict | No
     with ThreadPoolExecutor(len(texts)) as pool:
         outs = list(pool.map(one, texts))
     elapsed = time.perf_counter() - start
+    print(f"{len(texts)} requests: {elapsed:.1f} s, load {os.getloadavg()[0]:.2f}", flush=True)
     tokens = sum(o["meta_info"]["completion_tokens"] for o in outs)
     jumped = sum(o["meta_info"].get("jump_forward_tokens", 0) for o in outs)
     return {
@@ -97,6 +102,13 @@ def parsed(output: dict) -> object:
         return json.loads(output["text"])
     except json.JSONDecodeError:
         return None
+
+
+def same_output(a: dict, b: dict) -> bool:
+    pa, pb = parsed(a), parsed(b)
+    if pa is None and pb is None:
+        return a["text"] == b["text"]
+    return pa == pb
 
 
 def main() -> None:
@@ -119,9 +131,12 @@ def main() -> None:
         finally:
             server.stop()
     on, off = runs["jump_forward_on"]["outputs"], runs["jump_forward_off"]["outputs"]
-    same = sum(
-        parsed(a) is not None and parsed(a) == parsed(b) for a, b in zip(on, off, strict=True)
-    )
+    same = sum(same_output(a, b) for a, b in zip(on, off, strict=True))
+    for i, (a, b) in enumerate(zip(on, off, strict=True)):
+        if not same_output(a, b):
+            pairs = zip(a["output_ids"], b["output_ids"], strict=False)
+            k = next((j for j, (x, y) in enumerate(pairs) if x != y), None)
+            print(f"differs #{i} at output token {k}:\n  on:  {a['text']!r}\n  off: {b['text']!r}")
     valid = sum(parsed(a) is not None for a in on)
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
@@ -142,6 +157,7 @@ def main() -> None:
         ),
         "valid_json_on": f"{valid}/{len(on)}",
         "same_parsed_json_on_off": f"{same}/{len(on)}",
+        "load_avg_1m_end": round(os.getloadavg()[0], 2),
     }
     print(json.dumps(summary, indent=2))
     Path(args.output_file).parent.mkdir(parents=True, exist_ok=True)

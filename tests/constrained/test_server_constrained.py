@@ -1,0 +1,91 @@
+"""Constrained decoding through the real server (default model, default grammar backend).
+
+- Sampled outputs (temperature 1.0, two seeds) under a CI-sized JSONSchemaBench sample validate
+  with ``jsonschema``; outputs stopped by the token limit are the only exceptions, reported.
+  The full run over many more schemas is ``benchmarks/jsonschemabench_sample_validity.py``.
+- Bad specs (`(`, a lookaround, ``{"type": "nonsense"}``, a 40-deep ``anyOf``) are 400s within
+  the compile time limit while plain requests sent beside them finish normally.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from benchmarks.jsonschemabench_sample_validity import prompt_for, validation_error
+from tests.constrained.conftest import load_bench_file
+from tests.constrained.test_compiler import deep_any_of
+
+# Small schemas from eight groups, all compiled by the default backend (checked in the test).
+SAMPLE = [
+    "BFCL_java/BFCL_java_93.json",
+    "BFCL_javascript/BFCL_javascript_46.json",
+    "Github_easy/o44372.json",
+    "Glaiveai2K/generate_password_7cc4d82d.json",
+    "JME/JME_97.json",
+    "MCPspec/PingRequest.json",
+    "Snowplow/sp_233_Normalized.json",
+    "WashingtonPost/wp_110_Normalized.json",
+]
+SEEDS = (0, 1)
+COMPILE_LIMIT_S = 10.0  # the server's default --grammar-compile-timeout
+
+
+def test_sampled_outputs_validate(default_server) -> None:
+    jobs = [(name, load_bench_file(name)["schema"], seed) for name in SAMPLE for seed in SEEDS]
+
+    def one(job):
+        _, schema, seed = job
+        params = {
+            "temperature": 1.0,
+            "sampling_seed": seed,
+            "max_new_tokens": 160,
+            "json_schema": json.dumps(schema),
+        }
+        return default_server.generate({"text": prompt_for(schema), "sampling_params": params})
+
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        responses = list(pool.map(one, jobs))
+    stopped, by_length = 0, []
+    for (name, schema, seed), res in zip(jobs, responses, strict=True):
+        assert res.status_code == 200, f"{name}: {res.text}"
+        out = res.json()
+        if out["meta_info"]["finish_reason"]["type"] == "length":
+            by_length.append(f"{name} seed {seed}")
+            continue
+        stopped += 1
+        assert validation_error(schema, out["text"]) is None, (name, seed, out["text"])
+    print(f"stopped and valid: {stopped}; stopped by the token limit: {by_length}")
+    # Most outputs must stop on their own, or the check above proves little.
+    assert stopped >= len(jobs) // 2, by_length
+
+
+def test_bad_specs_are_400_while_plain_requests_finish(default_server) -> None:
+    bad_params = [
+        {"regex": "("},
+        {"regex": "(?=a)b"},
+        {"json_schema": json.dumps({"type": "nonsense"})},
+        {"json_schema": json.dumps(deep_any_of(40))},
+    ]
+    plain = {"text": "1, 2, 3,", "sampling_params": {"temperature": 0, "max_new_tokens": 24}}
+
+    def timed(body):
+        start = time.monotonic()
+        res = default_server.generate(body)
+        return res, time.monotonic() - start
+
+    with ThreadPoolExecutor(len(bad_params) + 2) as pool:
+        plains = [pool.submit(timed, plain) for _ in range(2)]
+        bads = [
+            pool.submit(timed, {"text": "x", "sampling_params": {"max_new_tokens": 8, **p}})
+            for p in bad_params
+        ]
+        for params, future in zip(bad_params, bads, strict=True):
+            res, seconds = future.result()
+            assert res.status_code == 400, (params, res.text)
+            assert seconds < COMPILE_LIMIT_S, (params, seconds)
+        for future in plains:
+            res, _ = future.result()
+            assert res.status_code == 200, res.text
+            assert res.json()["meta_info"]["finish_reason"]["type"] == "length"
