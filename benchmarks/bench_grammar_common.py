@@ -37,3 +37,15 @@ def sample_files(per_subset: int, subsets: list[str] | None = None) -> list[Path
 def instance_text(data: object, compact: bool) -> str:
     """How instances are written for walks: the spacing our default whitespace policy allows."""
     return json.dumps(data, separators=(",", ":") if compact else (", ", ": "), ensure_ascii=False)
+
+
+def schema_prompt(schema: object, max_chars: int = 1500) -> str:
+    """A chat prompt (the default model's template) asking for one instance of ``schema``; the
+    schema text is cut after ``max_chars`` (the constraint itself is always the whole schema)."""
+    text = json.dumps(schema, ensure_ascii=False)
+    if len(text) > max_chars:
+        text = text[:max_chars] + " ..."
+    return (
+        "<|im_start|>user\nWrite one JSON instance of this JSON schema:\n"
+        f"{text}<|im_end|>\n<|im_start|>assistant\n"
+    )

@@ -26,8 +26,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.bench_grammar_common import DATA_DIR, sample_files, schema_prompt  # noqa: E402
 
-PROMPT_SCHEMA_CHARS = 1500  # longer schemas are cut in the prompt (the constraint is whole)
-
 
 def validation_error(schema: object, text: str) -> str | None:
     """None if ``text`` is JSON that validates against ``schema``, else why not."""
@@ -41,15 +39,6 @@ def validation_error(schema: object, text: str) -> str | None:
     validator = cls(schema, format_checker=cls.FORMAT_CHECKER)
     error = jsonschema.exceptions.best_match(validator.iter_errors(instance))
     return None if error is None else f"{error.json_path}: {error.message[:200]}"
-
-
-def prompt_for(schema: object) -> str:
-    text = json.dumps(schema, ensure_ascii=False)
-    return (
-        schema_prompt(schema)
-        if len(text) <= PROMPT_SCHEMA_CHARS
-        else schema_prompt(text[:PROMPT_SCHEMA_CHARS] + " ...")
-    )
 
 
 def main() -> None:
@@ -77,7 +66,7 @@ def main() -> None:
     def one(job: tuple[str, object, int]) -> dict:
         _, schema, seed = job
         body = {
-            "text": prompt_for(schema),
+            "text": schema_prompt(schema),
             "sampling_params": {
                 "temperature": 1.0,
                 "sampling_seed": seed,

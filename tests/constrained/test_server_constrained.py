@@ -13,7 +13,8 @@ import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from benchmarks.jsonschemabench_sample_validity import prompt_for, validation_error
+from benchmarks.bench_grammar_common import schema_prompt
+from benchmarks.jsonschemabench_sample_validity import validation_error
 from tests.constrained.conftest import load_bench_file
 from tests.constrained.test_compiler import deep_any_of
 
@@ -43,7 +44,7 @@ def test_sampled_outputs_validate(default_server) -> None:
             "max_new_tokens": 160,
             "json_schema": json.dumps(schema),
         }
-        return default_server.generate({"text": prompt_for(schema), "sampling_params": params})
+        return default_server.generate({"text": schema_prompt(schema), "sampling_params": params})
 
     with ThreadPoolExecutor(len(jobs)) as pool:
         responses = list(pool.map(one, jobs))
