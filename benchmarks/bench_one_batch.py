@@ -151,32 +151,48 @@ def run_once(
     prefill_seconds = time.perf_counter() - start
 
     # Decode inputs stay on the device: the step's cost is the runner's, not list building.
-    # (steps, batch) tables, each row contiguous.
-    req_pool_indices = torch.tensor(rows, dtype=torch.int64, device=device)
-    out_locs = slot_table[:, input_len:].t().contiguous()
-    positions = torch.arange(input_len, total_len, device=device)[:, None].expand(-1, batch_size)
-    positions = positions.contiguous()
-    ones = torch.ones(batch_size, dtype=torch.int64, device=device)
+    # One (steps, 7, batch) table in ForwardBatch.packed's row order (PACKED_ROWS), so the
+    # CUDA-graph runner fills its inputs with one copy, as it does for the server's batches.
+    steps = output_len - 1
+    positions = torch.arange(input_len, input_len + steps, device=device)
+    positions = positions[:, None].expand(-1, batch_size)  # (steps, batch)
+    table = torch.stack(
+        [
+            torch.zeros_like(positions),  # input_ids: each step's argmax goes here
+            positions,
+            slot_table[:, input_len : input_len + steps].t(),  # out_cache_loc
+            torch.tensor(rows, dtype=torch.int64, device=device).expand(steps, -1),
+            positions + 1,  # seq_lens
+            positions,  # prefix_lens
+            torch.ones_like(positions),  # extend_lens
+        ],
+        dim=1,
+    ).contiguous()  # (steps, 7, batch)
     logits_indices = torch.arange(batch_size, device=device)
     step_seconds = []
-    for step in range(output_len - 1):
+    for step in range(steps):
         seq_len = input_len + step + 1
+        packed = table[step]
+        input_ids, positions_now, out_loc, req_rows, seq_lens, prefix_lens, ones = packed
         batch = ForwardBatch(
             mode=ForwardMode.DECODE,
-            input_ids=next_ids,
-            positions=positions[step],
-            out_cache_loc=out_locs[step],
-            req_pool_indices=req_pool_indices,
-            seq_lens=positions[step] + 1,
-            prefix_lens=positions[step],
+            input_ids=input_ids,
+            positions=positions_now,
+            out_cache_loc=out_loc,
+            req_pool_indices=req_rows,
+            seq_lens=seq_lens,
+            prefix_lens=prefix_lens,
             extend_lens=ones,
             logits_indices=logits_indices,
             seq_lens_cpu=(seq_len,) * batch_size,
             prefix_lens_cpu=(seq_len - 1,) * batch_size,
             extend_lens_cpu=(1,) * batch_size,
+            packed=packed,
+            logits_are_rows=True,
         )
         torch.cuda.synchronize()
         start = time.perf_counter()
+        input_ids.copy_(next_ids)
         next_ids = runner.forward(batch).argmax(-1)
         torch.cuda.synchronize()
         step_seconds.append(time.perf_counter() - start)

@@ -14,7 +14,8 @@ NUM_PROMPTS=${NUM_PROMPTS:-1000}
 GSP_GROUPS=${GSP_GROUPS:-64}
 PARTS=${PARTS:-"offline gsp-on gsp-off"}
 BENCH_TIMEOUT=${BENCH_TIMEOUT:-400}
-CUDA_GRAPH_MAX_BS=${CUDA_GRAPH_MAX_BS:-256}
+CUDA_GRAPH_MAX_BS=${CUDA_GRAPH_MAX_BS:-512}
+SERVER_ARGS=${SERVER_ARGS:-}  # more server flags, e.g. --disable-overlap-schedule
 PORT=30000
 mkdir -p "$OUT"
 python3 -m pip install -q --no-deps --no-build-isolation --no-index -e . >"$OUT/setup.log" 2>&1 || cat "$OUT/setup.log"
@@ -23,7 +24,7 @@ start_server() {  # tag, extra flags...
   local tag=$1; shift
   python3 -m radixlm.launch_server --model-path "$MODEL" --load-format dummy --port $PORT \
     --grammar-backend none --attention-backend "$BACKEND" --chunked-prefill-size 8192 \
-    --max-prefill-tokens 16384 --cuda-graph-max-bs "$CUDA_GRAPH_MAX_BS" "$@" \
+    --max-prefill-tokens 16384 --cuda-graph-max-bs "$CUDA_GRAPH_MAX_BS" $SERVER_ARGS "$@" \
     >"$OUT/server-$tag.log" 2>&1 &
   SERVER=$!
   for _ in $(seq 1 300); do

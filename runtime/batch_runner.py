@@ -163,6 +163,12 @@ class BatchRunner:
 
     # ---- output and finish --------------------------------------------------------------------
 
+    def append_sampled(self, req: Req, token: int) -> None:
+        """Applies one token sampled by an overlapped decode pass (runtime/overlap.py): such
+        requests have no grammar and want no logprobs, so this is ``_sample``'s per-request
+        tail without them."""
+        self._append(req, [token], [(None, token)], [[]])
+
     def _append(self, req: Req, tokens: list[int], logprobs, tops, advance: bool = False) -> None:
         for i, token in enumerate(tokens):
             if req.grammar is not None:

@@ -41,6 +41,7 @@ __all__ = [
     "make_state",
     "processed_logits",
     "sample",
+    "sample_ids",
     "token_logprobs",
 ]
 
@@ -165,6 +166,23 @@ def sample(
     assert len(states) == batch, (len(states), batch)
     if batch == 0:
         return SampleOutput([], [], [])
+    next_ids = sample_ids(logits, states, allowed_masks, banned_eos)
+    if not return_logprobs and top_logprobs_num <= 0:
+        return SampleOutput(next_ids.tolist(), [], [[] for _ in range(batch)])
+    logprobs, top = token_logprobs(logits, next_ids, top_logprobs_num)
+    return SampleOutput(next_ids.tolist(), logprobs, top)
+
+
+def sample_ids(
+    logits: torch.Tensor,
+    states: Sequence[SamplingRequestState],
+    allowed_masks: torch.Tensor | None = None,
+    banned_eos: Sequence[Sequence[int]] | None = None,
+) -> torch.Tensor:
+    """``sample``'s choice as an int64 tensor on the logits' device, without reading it back:
+    no device sync, so the overlapped decode can queue the next pass behind it. (A row with
+    top_p < 1 still syncs: its accept/redraw loop reads how many rows were rejected.)"""
+    batch = logits.shape[0]
     x = processed_logits(logits, states, allowed_masks, banned_eos)
     greedy = [i for i, s in enumerate(states) if s.params.is_greedy]
     sampled = [i for i, s in enumerate(states) if not s.params.is_greedy]
@@ -181,10 +199,7 @@ def sample(
     if sampled:
         rows = _row_index(sampled, batch, x.device)
         _put(next_ids, rows, _sample_rows(_take(x, rows), [states[i] for i in sampled]))
-    if not return_logprobs and top_logprobs_num <= 0:
-        return SampleOutput(next_ids.tolist(), [], [[] for _ in range(batch)])
-    logprobs, top = token_logprobs(logits, next_ids, top_logprobs_num)
-    return SampleOutput(next_ids.tolist(), logprobs, top)
+    return next_ids
 
 
 def processed_logits(

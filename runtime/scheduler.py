@@ -31,6 +31,7 @@ from radixlm.runtime.io_struct import (
 )
 from radixlm.runtime.kv_manager import KVManager
 from radixlm.runtime.output_builder import OutputBuilder
+from radixlm.runtime.overlap import InFlightDecode, can_overlap, finishes_by_length, launch_decode
 from radixlm.runtime.request import Req
 from radixlm.runtime.schedule_policy import PrefillBudget, order_waiting
 from radixlm.runtime.scheduler_config import SchedulerConfig
@@ -75,6 +76,8 @@ class Scheduler:
             "grammar_compile_seconds": 0.0,
             "gen_throughput": 0.0,
         }
+        # The overlapped decode pass whose tokens are not applied yet (runtime/overlap.py).
+        self._in_flight: InFlightDecode | None = None
         self._decode_passes = 0
         self._decode_log_start = (time.monotonic(), 0)  # (time, generation_tokens) at last log
 
@@ -113,6 +116,7 @@ class Scheduler:
             self.waiting.append(req)
 
     def abort(self, rid: str, abort_all: bool = False) -> None:
+        self.drain()  # the pass in flight first: its tokens belong to the outputs
         reason = FinishReason(type="abort", message="aborted by request", status_code=499)
         for req in self.grammars.remove(rid, abort_all):
             self._finish(req, reason, keep_in_cache=False)
@@ -122,6 +126,7 @@ class Scheduler:
                 self._finish(req, reason, keep_in_cache=False)
 
     def flush_cache(self, request_id: str) -> FlushCacheReply:
+        self.drain()
         if self.running or self.waiting or self.grammars.pending:
             return FlushCacheReply(
                 request_id=request_id,
@@ -132,6 +137,7 @@ class Scheduler:
         return FlushCacheReply(request_id=request_id, success=True)
 
     def state(self) -> dict:
+        # No drain: a pass in flight counts its slots in kv_len, so the invariant holds as is.
         kv_state = self.kv.check(self.running + self.waiting)
         return {
             **kv_state,
@@ -146,7 +152,9 @@ class Scheduler:
 
     @property
     def busy(self) -> bool:
-        return bool(self.running or self.waiting or self.grammars.pending)
+        return bool(
+            self.running or self.waiting or self.grammars.pending or self._in_flight is not None
+        )
 
     def step(self) -> None:
         ready = self.grammars.collect_ready(self._finish_failed_grammar)
@@ -157,11 +165,84 @@ class Scheduler:
         self.waiting.extend(ready)
         chosen = self._schedule_prefill()
         if chosen:
+            self.drain()
             self._run(chosen, is_prefill=True)
-        elif self.running:
-            self._prepare_decode()
+        elif self.running and self.config.enable_overlap and self._decode_overlapped():
+            pass
+        else:
+            self.drain()
+            if self.running:
+                self._prepare_decode()
             if self.running:
                 self._run([(r, r.num_pending) for r in self.running], is_prefill=False)
+
+    # ---- overlapped decode (runtime/overlap.py) -------------------------------------------
+
+    def _decode_overlapped(self) -> bool:
+        """Launches a decode pass of the running requests, then applies the previous pass's
+        tokens while it runs. False (nothing done) if this step cannot overlap."""
+        previous = self._in_flight
+        rows = {} if previous is None else {id(r): i for i, r in enumerate(previous.reqs)}
+        if not all(can_overlap(r) for r in self.running):
+            return False
+        context_len = self.config.context_len
+        reqs, tokens = [], []
+        for req in self.running:
+            row = rows.get(id(req))
+            if finishes_by_length(req, row is not None, context_len):
+                continue  # the pass in flight ends it: nothing more to compute
+            if row is not None:
+                assert req.num_pending == 0, "a request in flight has no other pending token"
+                tokens.append(-(row + 1))
+            elif req.num_pending == 1:
+                tokens.append(req.token_range(req.kv_len, req.kv_len + 1)[0])
+            else:
+                return False  # several pending tokens (jump-forward): the serial path runs them
+            reqs.append(req)
+        if not reqs or len(reqs) > self.kv.available():
+            return False  # all finishing, or KV short: drain, then retract on the serial path
+        self.new_token_ratio = max(
+            MIN_NEW_TOKEN_RATIO, self.new_token_ratio - NEW_TOKEN_RATIO_DECAY
+        )
+        slots = self.kv.alloc(len(reqs))
+        assert slots is not None, "available() counted these slots"
+        self.kv.extend(reqs, [[slot] for slot in slots])
+        prefix_lens = [r.kv_len for r in reqs]
+        for req in reqs:
+            req.kv_len += 1  # the pass writes this token's K/V; release() must free its slot
+        self.stats["forward_passes"] += 1
+        try:
+            self._in_flight = launch_decode(self.runner, reqs, prefix_lens, slots, tokens, previous)
+        except Exception as exc:
+            # Like _run: a failed pass fails its requests (after the previous pass's tokens).
+            self._in_flight = previous
+            self.drain()
+            self._fail_pass([(r, 1) for r in reqs if r.finish is None], exc)
+            return True
+        if previous is not None:
+            self._apply(previous)
+        self._log_batch([(r, 1) for r in reqs], is_prefill=False)
+        return True
+
+    def drain(self) -> None:
+        """Applies the tokens of the pass in flight, if any (waits for the device)."""
+        previous, self._in_flight = self._in_flight, None
+        if previous is not None:
+            self._apply(previous)
+
+    def _apply(self, done: InFlightDecode) -> None:
+        num_new = 0
+        for req, token in zip(done.reqs, done.read(), strict=True):
+            if req.finish is not None:
+                continue  # ended by an earlier pass (or aborted): this token is past its end
+            self.runner.append_sampled(req, token)
+            num_new += 1
+            if req.finish is not None:
+                self.running.remove(req)
+                self._finish(req, req.finish, keep_in_cache=True)
+            else:
+                self.outputs.add(req)
+        self.stats["generation_tokens"] += num_new
 
     def _schedule_prefill(self) -> list[tuple[Req, int]]:
         if not self.waiting:
@@ -260,16 +341,9 @@ class Scheduler:
         try:
             self.runner.run(chosen, slots)
         except Exception as exc:  # a bad batch fails its requests, never the loop
-            logger.exception("forward pass failed")
             for req, n in chosen:
                 req.kv_len += n
-                if req in self.running:
-                    self.running.remove(req)
-                self._finish(
-                    req,
-                    FinishReason(type="abort", status_code=500, message=f"internal error: {exc}"),
-                    False,
-                )
+            self._fail_pass(chosen, exc)
             return
         self.stats["generation_tokens"] += (
             sum(len(req.output_ids) for req, _ in chosen) - num_output_before
@@ -287,6 +361,14 @@ class Scheduler:
                     self.kv.cache_prompt(req)
                     self.running.append(req)
             self.outputs.add(req)
+
+    def _fail_pass(self, chosen: list[tuple[Req, int]], exc: Exception) -> None:
+        logger.exception("forward pass failed")
+        message = f"internal error: {exc}"
+        for req, _ in chosen:
+            if req in self.running:
+                self.running.remove(req)
+            self._finish(req, FinishReason(type="abort", status_code=500, message=message), False)
 
     def _log_batch(self, chosen: list[tuple[Req, int]], is_prefill: bool) -> None:
         """SGLang's periodic lines ("Prefill batch. ..." / "Decode batch. ...") users grep."""

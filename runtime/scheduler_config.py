@@ -17,6 +17,9 @@ class SchedulerConfig:
     stream_interval: int = 1
     init_new_token_ratio: float = 0.5
     enable_jump_forward: bool = True
+    # Launch decode pass N+1 before applying pass N's tokens (runtime/overlap.py). Pays where
+    # the forward runs asynchronously (CUDA); on CPU the pass is synchronous anyway.
+    enable_overlap: bool = False
 
     def validate(self, req: Req) -> str | None:
         """Last line of defence (the HTTP edge checks first): a reason to reject, or None."""

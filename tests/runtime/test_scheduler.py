@@ -22,6 +22,7 @@ def make_scheduler(
     policy="lpm",
     disable_cache=False,
     max_running=64,
+    overlap=False,
     **runner_kwargs,
 ) -> Scheduler:
     runner = FakeModelRunner(max_total_tokens=max_total_tokens, **runner_kwargs)
@@ -37,6 +38,7 @@ def make_scheduler(
         max_running_requests=max_running,
         chunk_size=chunk_size,
         schedule_policy=policy,
+        enable_overlap=overlap,
     )
     batch_runner = BatchRunner(runner, FakeTokenizer(), [EOS], 1024, VOCAB)
     return Scheduler(config, kv, batch_runner, GrammarManager(None, None), OutputBuilder())
