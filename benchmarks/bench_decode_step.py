@@ -130,7 +130,7 @@ def main() -> None:
         linear_weight_bytes(m) for m in runner.model.modules() if isinstance(m, LinearBase)
     )
     kv_bytes_per_token = KVCache.bytes_per_token(
-        config.num_layers, config.num_kv_heads, config.head_dim, runner.dtype
+        config.num_layers, config.num_kv_heads, config.head_dim, runner.kv_cache_dtype
     )
     print(
         f"{'batch':>5} {'median ms/step':>15} {'min ms/step':>12} {'tok/s':>9} {'memory floor ms':>16}"

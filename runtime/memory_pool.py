@@ -99,6 +99,7 @@ class KVCache:
     ) -> None:
         shape = (size + 1, num_kv_heads, head_dim)
         self.size = size
+        self.dtype = dtype
         self.k_buffer = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
         self.v_buffer = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
 

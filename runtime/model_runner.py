@@ -32,18 +32,22 @@ def default_dtype_for(device: torch.device) -> torch.dtype:
 _LOSSLESS_INT4_SOURCES = {"Q4_1"}
 
 
-def resolve_quantization(requested: str, device: torch.device, resolved: ResolvedModel) -> str:
+def resolve_quantization(
+    requested: str, device: torch.device, dtype: torch.dtype, resolved: ResolvedModel
+) -> str:
     """ "auto" keeps a Q4_1 GGUF's layers in 4 bits on CPU (llama.cpp's choice too: the step
     is a weight stream) and runs everything else in float; "int4" quantizes any checkpoint."""
     if requested not in QUANTIZATIONS:
         raise ValueError(f"unknown quantization {requested!r}; choose from {QUANTIZATIONS}")
-    if requested == "int4" and device.type != "cpu":
-        raise ValueError("--quantization int4 runs on CPU only")
+    # int4 layers keep a oneDNN-packed float32 copy for prefill (see layers/linear.py).
+    int4_runs_here = cpu_prepack_supported(device, dtype)
+    if requested == "int4" and not int4_runs_here:
+        raise ValueError("--quantization int4 runs on CPU with --dtype float32 only")
     if requested != "auto":
         return requested
     types = set(resolved.source_weight_types)
     lossless = bool(types) and types <= _LOSSLESS_INT4_SOURCES
-    return "int4" if device.type == "cpu" and lossless else "none"
+    return "int4" if int4_runs_here and lossless else "none"
 
 
 def max_total_tokens_for_gpu(
@@ -100,7 +104,7 @@ class ModelRunner:
         self.model_config = model_config
         self.device = torch.device(device)
         self.dtype = dtype or default_dtype_for(self.device)
-        self.quantization = resolve_quantization(quantization, self.device, resolved)
+        self.quantization = resolve_quantization(quantization, self.device, self.dtype, resolved)
         self.context_len = context_len
         if self.device.type == "cpu":
             # One intra-op thread per core we may run on; more only oversubscribes.
@@ -126,12 +130,15 @@ class ModelRunner:
         self.max_total_tokens = max_total_tokens
         self.req_to_token_pool = ReqToTokenPool(max_running_requests, context_len, self.device)
         self.token_allocator = KVSlotAllocator(max_total_tokens)
+        # With int4 weights every matmul already takes bfloat16 inputs; bfloat16 K/V halve the
+        # bytes a CPU decode step gathers and attends over (its other big memory stream).
+        self.kv_cache_dtype = torch.bfloat16 if self.quantization == "int4" else self.dtype
         self.kv_cache = KVCache(
             max_total_tokens,
             model_config.num_layers,
             model_config.num_kv_heads,
             model_config.head_dim,
-            self.dtype,
+            self.kv_cache_dtype,
             self.device,
         )
         self.attn_backend = get_attention_backend_class(attention_backend)(

@@ -105,6 +105,8 @@ def build_scheduler(args: ServerArgs, resolved: ResolvedModel) -> tuple[Schedule
     info = {
         "device": device,
         "dtype": str(dtype).removeprefix("torch."),
+        "quantization": runner.quantization,
+        "kv_cache_dtype": str(runner.kv_cache_dtype).removeprefix("torch."),
         "max_total_tokens": runner.token_allocator.size,
         "max_running_requests": config.max_running_requests,
         "context_length": context_len,

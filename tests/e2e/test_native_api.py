@@ -33,6 +33,13 @@ def test_generate_returns_text_and_meta_info(default_server):
     assert "cached_tokens" in meta
 
 
+def test_default_model_serves_its_4_bit_weights(default_server, float_server):
+    info = requests.get(default_server.url + "/server_info", timeout=30).json()
+    assert (info["quantization"], info["kv_cache_dtype"]) == ("int4", "bfloat16")
+    info = requests.get(float_server.url + "/server_info", timeout=30).json()
+    assert (info["quantization"], info["kv_cache_dtype"]) == ("none", "float32")
+
+
 @pytest.fixture(scope="module")
 def float_server():
     """The default model with float32 weights, i.e. HF's arithmetic (the default server keeps

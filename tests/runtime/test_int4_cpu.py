@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from radixlm.runtime.layers.int4_cpu import GROUP_SIZE, Int4Weight
+from radixlm.runtime.layers.linear import INT4_MAX_ROWS, ColumnParallelLinear
 from radixlm.runtime.model_loader import ResolvedModel
 from radixlm.runtime.model_runner import ModelRunner, resolve_quantization
 from tests.runtime.test_model_vs_hf import run_prefill_then_decode
@@ -49,30 +50,47 @@ def test_rows_do_not_depend_on_their_batch_neighbours():
         assert torch.equal(packed.matmul(x[:rows]), full[:rows])
 
 
+def test_linear_reads_int4_for_few_rows_and_float32_for_many():
+    _, _, _, weight = q4_1_weight(96, 64, seed=5)
+    linear = ColumnParallelLinear(64, [96])
+    linear.weight.copy_(weight)
+    linear.quantize_int4_for_cpu()
+    gen = torch.Generator().manual_seed(6)
+    few = torch.randn(INT4_MAX_ROWS, 64, generator=gen)
+    many = torch.randn(INT4_MAX_ROWS + 1, 64, generator=gen)
+    assert torch.equal(linear(few), linear.int4_weight.matmul(few))
+    torch.testing.assert_close(linear(many), many @ weight.T, rtol=1e-5, atol=1e-5)
+
+
 def _resolved(types: tuple[str, ...]) -> ResolvedModel:
     return ResolvedModel("/m", "/m", "safetensors", "m", types)
 
 
+F32, BF16 = torch.float32, torch.bfloat16
+
+
 @pytest.mark.parametrize(
-    ("requested", "device", "types", "chosen"),
+    ("requested", "device", "dtype", "types", "chosen"),
     [
-        ("auto", "cpu", ("Q4_1",), "int4"),
-        ("auto", "cpu", ("Q4_0", "Q4_1"), "none"),  # Q4_0 blocks are not min/max exact
-        ("auto", "cpu", (), "none"),  # float checkpoint
-        ("auto", "cuda", ("Q4_1",), "none"),
-        ("int4", "cpu", (), "int4"),
-        ("none", "cpu", ("Q4_1",), "none"),
+        ("auto", "cpu", F32, ("Q4_1",), "int4"),
+        ("auto", "cpu", F32, ("Q4_0", "Q4_1"), "none"),  # Q4_0 blocks are not min/max exact
+        ("auto", "cpu", F32, (), "none"),  # float checkpoint
+        ("auto", "cpu", BF16, ("Q4_1",), "none"),  # no float32 copy for prefill
+        ("auto", "cuda", BF16, ("Q4_1",), "none"),
+        ("int4", "cpu", F32, (), "int4"),
+        ("none", "cpu", F32, ("Q4_1",), "none"),
     ],
 )
-def test_quantization_policy(requested, device, types, chosen):
-    assert resolve_quantization(requested, torch.device(device), _resolved(types)) == chosen
+def test_quantization_policy(requested, device, dtype, types, chosen):
+    resolved = _resolved(types)
+    assert resolve_quantization(requested, torch.device(device), dtype, resolved) == chosen
 
 
 def test_quantization_errors_name_the_problem():
-    with pytest.raises(ValueError, match="CPU only"):
-        resolve_quantization("int4", torch.device("cuda"), _resolved(()))
+    with pytest.raises(ValueError, match="CPU with --dtype float32"):
+        resolve_quantization("int4", torch.device("cuda"), BF16, _resolved(()))
     with pytest.raises(ValueError, match="unknown quantization"):
-        resolve_quantization("awq", torch.device("cpu"), _resolved(()))
+        resolve_quantization("awq", torch.device("cpu"), F32, _resolved(()))
 
 
 @pytest.fixture(scope="module")
@@ -95,9 +113,10 @@ def test_default_model_runs_int4_and_agrees_with_float32(
 ):
     assert default_model.source_weight_types == ("Q4_1",)
     assert int4_runner.quantization == "int4"
-    ids = torch.randint(0, 49152, (40,), generator=torch.Generator().manual_seed(4)).tolist()
-    ours = run_prefill_then_decode(driver_for(int4_runner), ids, num_prefill=32)
-    ref = run_prefill_then_decode(driver_for(smollm_runner), ids, num_prefill=32)
+    # The prefill has more rows than INT4_MAX_ROWS (float32 copy), the decode steps one (int4).
+    ids = torch.randint(0, 49152, (208,), generator=torch.Generator().manual_seed(4)).tolist()
+    ours = run_prefill_then_decode(driver_for(int4_runner), ids, num_prefill=200)
+    ref = run_prefill_then_decode(driver_for(smollm_runner), ids, num_prefill=200)
     # Same weights, bfloat16 activations in the matmuls: close, not bit-equal.
     relative = ((ours - ref).abs().max() / ref.abs().max()).item()
     assert relative < 0.05, relative
@@ -105,7 +124,10 @@ def test_default_model_runs_int4_and_agrees_with_float32(
     assert top1_agreement >= 0.9, top1_agreement
 
 
-def test_int4_decode_batch_equals_solo(int4_runner, driver_for):
+def test_int4_decode_batch_agrees_with_solo(int4_runner, driver_for):
+    """Matmul rows are batch-invariant, but padded decode attention is not bit-exact and the
+    bfloat16 rounding before each matmul magnifies that: rows agree within bf16 noise and on
+    their greedy token, not bit for bit."""
     driver = driver_for(int4_runner)
     prompts = [[1, 2, 3, 4, 5], [9, 8, 7], [42] * 11]
     solo = []
@@ -117,4 +139,6 @@ def test_int4_decode_batch_equals_solo(int4_runner, driver_for):
     driver.extend(list(zip(seqs, prompts, strict=True)))
     together = driver.decode([(seq, 100) for seq in seqs])
     for row, expected in enumerate(solo):
-        assert torch.equal(together[row], expected)
+        assert together[row].argmax() == expected.argmax()
+        relative = ((together[row] - expected).abs().max() / expected.abs().max()).item()
+        assert relative < 0.05, relative
