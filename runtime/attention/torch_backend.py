@@ -4,8 +4,12 @@ Decode batches are padded into one gather of every sequence's K/V, shape
 (batch, kv_heads, max_len, head_dim), and one ``scaled_dot_product_attention`` call per layer;
 the gather indices and the padding mask are built once per batch in ``prepare``. When lengths
 differ a lot (a new short request beside a long one) the batch is split into a few length
-groups, so padding never more than doubles the K/V a group reads. Extend (prefill) batches
-attend sequence by sequence, causal over cached prefix + new tokens.
+groups, so padding never more than doubles the K/V a group reads. In extend batches (a decode
+pass that carries jump-forwarded tokens, or a prefill), one-token rows take that same decode
+path; other short extends (at most ``_MAX_BATCHED_EXTEND`` new tokens) are grouped by their
+number of new tokens (again at most doubling) and padded to one query block per group with a
+causal mask over prefix + new tokens; long extends (prompt chunks) attend sequence by sequence.
+So forced tokens cost a few gathers and SDPA calls per layer, not one per sequence.
 
 GQA in decode without copying K/V: query heads ``kv * group .. kv * group + group - 1`` share
 KV head ``kv`` (HF's repeat_kv order), so viewing q as (batch, kv_heads, group, head_dim) lets
@@ -33,7 +37,9 @@ _MAX_BATCHED_EXTEND = 32
 
 @dataclass(frozen=True)
 class _DecodeGroup:
-    rows: torch.Tensor | None  # (group_size,) batch rows in this group; None: the whole batch
+    # (group_size,) rows of q (= batch rows in decode, token rows in extend) of this group;
+    # None: the whole batch
+    rows: torch.Tensor | None
     kv_index: torch.Tensor  # (group_size * max_len,) KV slots, row-major per sequence, padded
     max_len: int
     mask: torch.Tensor | None  # (group_size, 1, 1, max_len) True = attend; None when unpadded
@@ -58,14 +64,17 @@ class _ExtendGroup:
     group_size: int
     max_new: int
     max_len: int
-    mask: torch.Tensor  # (group_size, 1, max_new, max_len) True = attend
+    # (group_size, 1, max_new, max_len) True = attend; repeated per query head sharing a KV head
+    # (group_size, 1, heads_per_kv * max_new, max_len) at the first layer, then reused
+    mask: torch.Tensor
+    expanded_mask: list[torch.Tensor]
 
 
 class TorchAttentionBackend(AttentionBackend):
     def __init__(self, kv_cache: KVCache, req_to_token_pool: ReqToTokenPool) -> None:
         super().__init__(kv_cache, req_to_token_pool)
         self._out_cache_loc = torch.empty(0, dtype=torch.int64)
-        self._plan: list[_DecodeGroup] | list[_ExtendSeq | _ExtendGroup] = []
+        self._plan: list[_DecodeGroup | _ExtendSeq | _ExtendGroup] = []
 
     def prepare(self, batch: ForwardBatch) -> None:
         self._out_cache_loc = batch.out_cache_loc
@@ -74,20 +83,26 @@ class TorchAttentionBackend(AttentionBackend):
             self._plan = [self._decode_group(batch, rows, len(groups) > 1) for rows in groups]
             return
         self._plan = []
-        starts, short = [], []
+        starts, single, short = [], [], []
         start = 0
         for i, num_new in enumerate(batch.extend_lens_cpu):
             starts.append(start)
             start += num_new
-            if num_new <= _MAX_BATCHED_EXTEND:
+            if num_new == 1 and batch.batch_size > 1:
+                single.append(i)
+            elif num_new <= _MAX_BATCHED_EXTEND and batch.batch_size > 1:
                 short.append(i)
             else:
                 self._plan.append(self._extend_seq(batch, i, starts[i]))
-        if len(short) == 1:
-            self._plan.append(self._extend_seq(batch, short[0], starts[short[0]]))
-        elif short:
-            lens = [batch.seq_lens_cpu[i] for i in short]
-            for rows in _length_groups(tuple(lens)):
+        if single:
+            lens = tuple(batch.seq_lens_cpu[i] for i in single)
+            for rows in _length_groups(lens):
+                seqs = [single[r] for r in rows]
+                self._plan.append(
+                    self._decode_group(batch, seqs, True, token_rows=[starts[i] for i in seqs])
+                )
+        if short:
+            for rows in _length_groups(tuple(batch.extend_lens_cpu[i] for i in short)):
                 seqs = [short[r] for r in rows]
                 self._plan.append(self._extend_group(batch, seqs, [starts[i] for i in seqs]))
 
@@ -146,9 +161,18 @@ class TorchAttentionBackend(AttentionBackend):
             max_new=max_new,
             max_len=max_len,
             mask=mask.view(len(seqs), 1, max_new, max_len),
+            expanded_mask=[],
         )
 
-    def _decode_group(self, batch: ForwardBatch, rows: list[int], is_part: bool) -> _DecodeGroup:
+    def _decode_group(
+        self,
+        batch: ForwardBatch,
+        rows: list[int],
+        is_part: bool,
+        token_rows: list[int] | None = None,
+    ) -> _DecodeGroup:
+        """``rows``: batch rows; ``token_rows``: their one new token's row in q when that is not
+        the batch row (one-token rows of an extend batch)."""
         device = self.req_to_token_pool.req_to_token.device
         seq_lens = [batch.seq_lens_cpu[i] for i in rows]
         max_len = max(seq_lens)
@@ -164,6 +188,8 @@ class TorchAttentionBackend(AttentionBackend):
         if min(seq_lens) != max_len:
             positions = torch.arange(max_len, device=device)
             mask = (positions[None, :] < group_seq_lens[:, None]).view(-1, 1, 1, max_len)
+        if token_rows is not None:
+            rows_tensor = torch.tensor(token_rows, dtype=torch.int64, device=device)
         return _DecodeGroup(rows_tensor, slots.reshape(-1), max_len, mask)
 
     def forward(
@@ -178,21 +204,18 @@ class TorchAttentionBackend(AttentionBackend):
         k_buffer = self.kv_cache.k_buffer[layer_id]
         v_buffer = self.kv_cache.v_buffer[layer_id]
         plan = self._plan
-        if plan and isinstance(plan[0], _DecodeGroup):
-            if len(plan) == 1:
-                return _decode_attention(plan[0], q, k_buffer, v_buffer, scaling)
-            out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
-            for group in plan:
-                group_q = q.index_select(0, group.rows)
-                out.index_copy_(
-                    0, group.rows, _decode_attention(group, group_q, k_buffer, v_buffer, scaling)
-                )
-            return out
+        if len(plan) == 1 and isinstance(plan[0], _DecodeGroup) and plan[0].rows is None:
+            return _decode_attention(plan[0], q, k_buffer, v_buffer, scaling)
         if len(plan) == 1 and isinstance(plan[0], _ExtendSeq):
             return _extend_attention(plan[0], q, k_buffer, v_buffer, scaling)
         out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
         for part in plan:
-            if isinstance(part, _ExtendSeq):
+            if isinstance(part, _DecodeGroup):
+                group_q = q.index_select(0, part.rows)
+                out.index_copy_(
+                    0, part.rows, _decode_attention(part, group_q, k_buffer, v_buffer, scaling)
+                )
+            elif isinstance(part, _ExtendSeq):
                 out[part.start : part.start + part.num_new] = _extend_attention(
                     part, q, k_buffer, v_buffer, scaling
                 )
@@ -283,9 +306,10 @@ def _extend_group_attention(
     group_q = group_q.permute(0, 2, 3, 1, 4).reshape(
         size, num_kv_heads, heads_per_kv * max_new, head_dim
     )
-    mask = group.mask
-    if heads_per_kv > 1:
-        mask = mask.repeat(1, 1, heads_per_kv, 1)  # (group, 1, heads_per_kv * max_new, max_len)
+    if not group.expanded_mask:  # the first layer of the pass
+        # (group, 1, heads_per_kv * max_new, max_len), in the query layout below
+        group.expanded_mask.append(group.mask.repeat(1, 1, heads_per_kv, 1))
+    mask = group.expanded_mask[0]
     shape = (size, max_len, num_kv_heads, head_dim)
     keys = k_buffer.index_select(0, group.kv_index).view(shape)
     values = v_buffer.index_select(0, group.kv_index).view(shape)
