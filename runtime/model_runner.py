@@ -39,7 +39,7 @@ def resolve_quantization(
     is a weight stream) and runs everything else in float; "int4" quantizes any checkpoint."""
     if requested not in QUANTIZATIONS:
         raise ValueError(f"unknown quantization {requested!r}; choose from {QUANTIZATIONS}")
-    # int4 layers keep a oneDNN-packed float32 copy for prefill (see layers/linear.py).
+    # int4 layers keep a oneDNN-packed float32 copy for big passes (see layers/int4_cpu.py).
     int4_runs_here = cpu_prepack_supported(device, dtype)
     if requested == "int4" and not int4_runs_here:
         raise ValueError("--quantization int4 runs on CPU with --dtype float32 only")

@@ -7,6 +7,11 @@ is most of the speed there is to gain. The format is GGUF's Q4_1 (``w = d * q + 
 the bfloat16 rounding of ``d`` and ``m``: every Q4_1 block holds its minimum (``q = 0``) and its
 maximum (``q = 15``), and min/max quantization recovers exactly those ``q``. For other float
 checkpoints it is plain round-to-nearest int4 quantization (opt in with ``--quantization int4``).
+
+At prefill sizes oneDNN's float32 GEMM is about twice as fast as the int4 kernel (compute-bound),
+so a float32 copy of the very same dequantized weights serves passes of many rows, with the rows
+rounded to bfloat16 on the way in and out like the kernel does: both paths compute the same
+products and differ only in float32 summation order.
 """
 
 from __future__ import annotations
@@ -14,6 +19,11 @@ from __future__ import annotations
 import torch
 
 GROUP_SIZE = 32
+# Passes with more rows than this use the float32 copy. The CPU's default max running requests:
+# every decode batch then takes the int4 path like a request alone does, so greedy outputs do
+# not depend on batch neighbours (the kernel's rows are batch-invariant; summation order across
+# the two paths is not). Decode batches of 8-32 measured no slower than the float32 path.
+INT4_MAX_ROWS = 128
 _COMPUTE_DTYPE = torch.bfloat16  # the kernel's only fast activation dtype on AVX-512 CPUs
 _INNER_K_TILES = 8  # packing parameter of torch's int4 CPU layout
 
@@ -23,6 +33,7 @@ def int4_cpu_supported(device: torch.device, in_features: int) -> bool:
         device.type == "cpu"
         and in_features % GROUP_SIZE == 0
         and hasattr(torch.ops.aten, "_weight_int4pack_mm_for_cpu")
+        and torch.backends.mkldnn.is_available()
     )
 
 
@@ -38,17 +49,31 @@ class Int4Weight:
         self.packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(
             q.reshape(out_features, in_features).to(torch.int32), _INNER_K_TILES
         )
-        # The kernel dequantizes as (q - 8) * scale + zero, so zero = low + 8 * scale.
+        # The kernel dequantizes as (q - 8) * scale + zero, so zero = low + 8 * scale; rounding
+        # both to bfloat16 separately keeps the error symmetric around q = 8.
+        zero = (low + 8 * scale).to(_COMPUTE_DTYPE)
+        scale = scale.to(_COMPUTE_DTYPE)
         self.scales_and_zeros = (
-            torch.stack((scale, low + 8 * scale), dim=-1).transpose(0, 1).contiguous()
-        ).to(_COMPUTE_DTYPE)  # (in_features // GROUP_SIZE, out_features, 2)
+            torch.stack((scale, zero), dim=-1).transpose(0, 1).contiguous()
+        )  # (in_features // GROUP_SIZE, out_features, 2)
+        dequantized = (q - 8) * scale.float()[..., None] + zero.float()[..., None]
+        self.float_packed = torch.ops.mkldnn._reorder_linear_weight(
+            dequantized.reshape(out_features, in_features), None
+        )
 
     def matmul(self, x: torch.Tensor) -> torch.Tensor:
-        """``x @ W^T`` in the dtype of ``x``."""
-        out = torch.ops.aten._weight_int4pack_mm_for_cpu(
-            x.to(_COMPUTE_DTYPE), self.packed, GROUP_SIZE, self.scales_and_zeros
-        )
+        """``x @ W^T`` in the dtype of ``x`` (2-D), through bfloat16 inputs and outputs."""
+        rows = x.to(_COMPUTE_DTYPE)
+        if x.shape[0] <= INT4_MAX_ROWS:
+            out = torch.ops.aten._weight_int4pack_mm_for_cpu(
+                rows, self.packed, GROUP_SIZE, self.scales_and_zeros
+            )
+        else:
+            out = torch.ops.mkldnn._linear_pointwise(
+                rows.float(), self.float_packed, None, "none", [], ""
+            ).to(_COMPUTE_DTYPE)
         return out.to(x.dtype)
 
     def nbytes(self) -> int:
+        """Bytes a decode step reads (the int4 copy)."""
         return self.packed.nbytes + self.scales_and_zeros.nbytes

@@ -8,9 +8,7 @@ On CPU in float32 the runner calls ``prepack_for_cpu`` once the weights are fina
 blocked weight layout makes batched matmuls (decode batches, prefill) 2-4x faster than
 ``F.linear`` on plain weights, which re-packs the weight on every call; one-row matmuls
 (batch-1 decode) run as fast as before. With int4 quantization it calls ``quantize_int4_for_cpu``
-(see int4_cpu.py), which keeps both copies: passes of few rows (decode) are a weight stream and
-read the 4-bit one; passes of many rows (prefill) are compute-bound, where oneDNN's float32
-GEMM is about twice as fast as the int4 kernel.
+instead (see int4_cpu.py).
 """
 
 from __future__ import annotations
@@ -20,10 +18,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from radixlm.runtime.layers.int4_cpu import Int4Weight
-
-# Passes with more rows than this use the float32 copy of an int4-quantized weight. At least
-# the CPU's default max running requests, so every decode batch takes the int4 path.
-INT4_MAX_ROWS = 128
 
 
 def cpu_prepack_supported(device: torch.device, dtype: torch.dtype) -> bool:
@@ -51,14 +45,13 @@ class LinearBase(nn.Module):
         self.weight = None  # a tied weight stays alive through the module that owns it
 
     def quantize_int4_for_cpu(self) -> None:
-        """Adds int4 groups beside the oneDNN-packed float copy (irreversible, like
-        ``prepack_for_cpu``)."""
+        """Replaces the plain weight by int4 groups (irreversible, like ``prepack_for_cpu``)."""
         assert self.weight is not None and self.weight.device.type == "cpu"
         self.int4_weight = Int4Weight(self.weight)
-        self.prepack_for_cpu()
+        self.weight = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.int4_weight is not None and x.shape[0] <= INT4_MAX_ROWS:
+        if self.int4_weight is not None:
             out = self.int4_weight.matmul(x)
             return out if self.bias is None else out.add_(self.bias)
         if self.packed_weight is not None:

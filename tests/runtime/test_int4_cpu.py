@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from radixlm.runtime.layers.int4_cpu import GROUP_SIZE, Int4Weight
-from radixlm.runtime.layers.linear import INT4_MAX_ROWS, ColumnParallelLinear
+from radixlm.runtime.layers.int4_cpu import GROUP_SIZE, INT4_MAX_ROWS, Int4Weight
+from radixlm.runtime.layers.linear import ColumnParallelLinear
 from radixlm.runtime.model_loader import ResolvedModel
 from radixlm.runtime.model_runner import ModelRunner, resolve_quantization
 from tests.runtime.test_model_vs_hf import run_prefill_then_decode
@@ -41,25 +41,29 @@ def test_q4_1_weights_are_repacked_without_loss():
     assert (out - weight.T).abs().max() < 2.5e-3  # and so is the original Q4_1 weight
 
 
-def test_rows_do_not_depend_on_their_batch_neighbours():
+def test_int4_rows_do_not_depend_on_their_batch_neighbours():
     _, _, _, weight = q4_1_weight(960, 576, seed=2)
     packed = Int4Weight(weight)
-    x = torch.randn(48, 576, generator=torch.Generator().manual_seed(3))
+    x = torch.randn(INT4_MAX_ROWS, 576, generator=torch.Generator().manual_seed(3))
     full = packed.matmul(x)
-    for rows in (1, 7, 32):
+    for rows in range(1, INT4_MAX_ROWS):
         assert torch.equal(packed.matmul(x[:rows]), full[:rows])
 
 
-def test_linear_reads_int4_for_few_rows_and_float32_for_many():
-    _, _, _, weight = q4_1_weight(96, 64, seed=5)
-    linear = ColumnParallelLinear(64, [96])
+def test_big_passes_use_the_same_weights_in_float32():
+    """Rows beyond INT4_MAX_ROWS go through the float32 copy; they must get what the int4
+    kernel gives each row alone, up to float32 summation order (one bfloat16 ulp)."""
+    _, _, _, weight = q4_1_weight(960, 576, seed=5)
+    linear = ColumnParallelLinear(576, [960])
     linear.weight.copy_(weight)
     linear.quantize_int4_for_cpu()
-    gen = torch.Generator().manual_seed(6)
-    few = torch.randn(INT4_MAX_ROWS, 64, generator=gen)
-    many = torch.randn(INT4_MAX_ROWS + 1, 64, generator=gen)
-    assert torch.equal(linear(few), linear.int4_weight.matmul(few))
-    torch.testing.assert_close(linear(many), many @ weight.T, rtol=1e-5, atol=1e-5)
+    x = torch.randn(INT4_MAX_ROWS + 16, 576, generator=torch.Generator().manual_seed(6))
+    big = linear(x)
+    alone = torch.cat([linear(row) for row in x.split(1)])
+    assert INT4_MAX_ROWS < len(x)
+    relative = (big - alone).abs() / alone.abs().clamp(min=1e-3)
+    assert relative.max() <= 2**-7, relative.max()
+    assert (big == alone).float().mean() > 0.9
 
 
 def _resolved(types: tuple[str, ...]) -> ResolvedModel:
@@ -117,9 +121,9 @@ def test_default_model_runs_int4_and_agrees_with_float32(
     ids = torch.randint(0, 49152, (208,), generator=torch.Generator().manual_seed(4)).tolist()
     ours = run_prefill_then_decode(driver_for(int4_runner), ids, num_prefill=200)
     ref = run_prefill_then_decode(driver_for(smollm_runner), ids, num_prefill=200)
-    # Same weights, bfloat16 activations in the matmuls: close, not bit-equal.
-    relative = ((ours - ref).abs().max() / ref.abs().max()).item()
-    assert relative < 0.05, relative
+    # Same weights, bfloat16 matmul inputs and outputs (like HF in bfloat16): close, not equal.
+    per_row = (ours - ref).abs().amax(dim=-1) / ref.abs().amax(dim=-1)
+    assert per_row.median() < 0.03, per_row
     top1_agreement = (ours.argmax(-1) == ref.argmax(-1)).float().mean().item()
     assert top1_agreement >= 0.9, top1_agreement
 
