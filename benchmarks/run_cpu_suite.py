@@ -200,11 +200,12 @@ QUICK_LLAMA_ARGS = ["--input-lens", "16", "--output-len", "8", "--repeats", "1"]
 
 def measure_peers(args: argparse.Namespace) -> dict[str, Any]:
     peers: dict[str, Any] = {}
-    for dtype in ("bf16", "fp32"):
-        cmd = [str(PYTHON), "bench_hf_generate.py", "--dtype", dtype]
+    repeats = ["--repeats", str(args.peer_repeats)]
+    for dtype in args.hf_dtypes:
+        cmd = [str(PYTHON), "bench_hf_generate.py", "--dtype", dtype, *repeats]
         peers[f"hf_{dtype}"] = run_peer(cmd + (QUICK_HF_ARGS if args.quick else []))
     if BENCH_PYTHON.exists():
-        cmd = [str(BENCH_PYTHON), "bench_llama_cpp.py"]
+        cmd = [str(BENCH_PYTHON), "bench_llama_cpp.py", *repeats]
         peers["llama_cpp"] = run_peer(cmd + (QUICK_LLAMA_ARGS if args.quick else []))
     else:
         print(f"skipping llama-cpp-python: {BENCH_PYTHON} does not exist", file=sys.stderr)
@@ -310,6 +311,14 @@ def main() -> None:
     )
     p.add_argument("--skip-server", action="store_true", help="peers only")
     p.add_argument("--skip-peers", action="store_true", help="our server only")
+    p.add_argument("--peer-repeats", type=int, default=3, help="timed runs per peer config")
+    p.add_argument(
+        "--hf-dtypes",
+        nargs="*",
+        default=["bf16", "fp32"],
+        choices=["bf16", "fp32"],
+        help="HF generate runs (the targets use bf16; fp32 is for reference)",
+    )
     p.add_argument(
         "--quick",
         action="store_true",
