@@ -70,7 +70,23 @@ def prompts(n: int) -> list[str]:
     ]
 
 
-def run_batch(url: str, texts: list[str], max_new_tokens: int, schema: dict | None) -> dict:
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and all its descendants (Linux /proc)."""
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            for task in Path(f"/proc/{current}/task").iterdir():
+                todo.extend(int(c) for c in (task / "children").read_text().split())
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # exited meanwhile
+    return total
+
+
+def run_batch(server, texts: list[str], max_new_tokens: int, schema: dict | None) -> dict:
+    url = server.url
     params = {"temperature": 0, "max_new_tokens": max_new_tokens}
     if schema is not None:
         params["json_schema"] = json.dumps(schema)
@@ -82,11 +98,16 @@ def run_batch(url: str, texts: list[str], max_new_tokens: int, schema: dict | No
         res.raise_for_status()
         return res.json()
 
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), tree_cpu_seconds(server.proc.pid)
     with ThreadPoolExecutor(len(texts)) as pool:
         outs = list(pool.map(one, texts))
     elapsed = time.perf_counter() - start
-    print(f"{len(texts)} requests: {elapsed:.1f} s, load {os.getloadavg()[0]:.2f}", flush=True)
+    cpu_seconds = tree_cpu_seconds(server.proc.pid) - cpu_start
+    print(
+        f"{len(texts)} requests: {elapsed:.1f} s, {cpu_seconds:.1f} CPU-s, "
+        f"load {os.getloadavg()[0]:.2f}",
+        flush=True,
+    )
     tokens = sum(o["meta_info"]["completion_tokens"] for o in outs)
     jumped = sum(o["meta_info"].get("jump_forward_tokens", 0) for o in outs)
     return {
@@ -94,6 +115,9 @@ def run_batch(url: str, texts: list[str], max_new_tokens: int, schema: dict | No
         "seconds": elapsed,
         "tokens": tokens,
         "tok_per_s": tokens / elapsed,
+        # Output tokens per CPU-second of the server's processes: less sensitive than wall time
+        # to other jobs on this 2-core machine (they take cores, not our CPU-seconds).
+        "tok_per_cpu_s": tokens / max(cpu_seconds, 1e-9),
         "jumped_share": jumped / max(tokens, 1),
     }
 
@@ -103,6 +127,10 @@ def parsed(output: dict) -> object:
         return json.loads(output["text"])
     except json.JSONDecodeError:
         return None
+
+
+def median_of(runs: list[dict], key: str) -> float:
+    return sorted(r[key] for r in runs)[len(runs) // 2]
 
 
 def same_output(a: dict, b: dict) -> bool:
@@ -131,7 +159,7 @@ def main() -> None:
             servers[tag] = ServerProcess(
                 "--max-total-tokens", "32768", *args.server_flags.split(), *flags
             )
-            run_batch(servers[tag].url, texts[:2], 16, CHARACTER_SCHEMA)  # warm-up: compile
+            run_batch(servers[tag], texts[:2], 16, CHARACTER_SCHEMA)  # warm-up: compile
         all_runs: dict[str, list[dict]] = {
             "jump_forward_on": [],
             "jump_forward_off": [],
@@ -146,9 +174,7 @@ def main() -> None:
             for tag, server, schema in plan:
                 requests.post(servers[server].url + "/flush_cache", timeout=60)
                 print(tag, end=": ", flush=True)
-                all_runs[tag].append(
-                    run_batch(servers[server].url, texts, args.max_new_tokens, schema)
-                )
+                all_runs[tag].append(run_batch(servers[server], texts, args.max_new_tokens, schema))
     finally:
         for server in servers.values():
             server.stop()
@@ -180,6 +206,20 @@ def main() -> None:
             f"{tag}_tok_per_s_runs": [round(r["tok_per_s"], 1) for r in rs]
             for tag, rs in all_runs.items()
         },
+        **{
+            f"{tag}_tok_per_cpu_s_runs": [round(r["tok_per_cpu_s"], 1) for r in rs]
+            for tag, rs in all_runs.items()
+        },
+        "speedup_jump_forward_cpu_s": round(
+            median_of(all_runs["jump_forward_on"], "tok_per_cpu_s")
+            / median_of(all_runs["jump_forward_off"], "tok_per_cpu_s"),
+            2,
+        ),
+        "constrained_vs_unconstrained_cpu_s": round(
+            median_of(all_runs["jump_forward_on"], "tok_per_cpu_s")
+            / median_of(all_runs["unconstrained"], "tok_per_cpu_s"),
+            2,
+        ),
         "jumped_share_on": round(runs["jump_forward_on"]["jumped_share"], 3),
         "speedup_jump_forward": round(
             runs["jump_forward_on"]["tok_per_s"] / runs["jump_forward_off"]["tok_per_s"], 2
