@@ -23,6 +23,13 @@ import torch
 
 from radixlm.runtime.logprobs import TopLogprobs, token_logprobs
 from radixlm.runtime.sampling_params import SamplingParams
+from radixlm.runtime.sampling_penalties import (
+    PenaltyTokens,
+    apply_logit_bias,
+    apply_penalties,
+    float_tensor,
+    long_tensor,
+)
 
 # Logit given to tokens the grammar forbids: far below any real logit at any temperature, and
 # unlike -inf it never turns arithmetic (-inf - -inf) into NaN.
@@ -58,62 +65,6 @@ class SamplingRequestState:
     # Tokens the penalties touch; None when the request has no repetition/frequency/presence
     # penalty.
     penalty_tokens: PenaltyTokens | None
-
-
-class PenaltyTokens:
-    """The distinct tokens one request's penalties apply to, with their output counts.
-
-    Holds the distinct prompt tokens (only when repetition_penalty is on) and the distinct output
-    tokens as CPU tensors grown in place, so a decode step costs O(new tokens), not O(history).
-    ``sync`` follows ``output_ids``: appends are counted incrementally; a shrunk list or a changed
-    last counted token (a rewrite) triggers a recount.
-    """
-
-    def __init__(self, prompt_ids: Sequence[int]) -> None:
-        self._prompt = list(dict.fromkeys(prompt_ids))  # distinct, in first-seen order
-        self._reset()
-
-    def _reset(self) -> None:
-        self._position = {token: i for i, token in enumerate(self._prompt)}
-        self._size = len(self._prompt)
-        capacity = max(16, 2 * self._size)
-        self._ids = torch.zeros(capacity, dtype=torch.long)
-        self._ids[: self._size] = _long(self._prompt, "cpu")
-        self._counts = torch.zeros(capacity)
-        self._counted_len = 0
-        self._counted_last = -1
-
-    def sync(self, output_ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(ids, counts): distinct tokens (int64) and their occurrences in ``output_ids``
-        (float32, 0 for prompt-only tokens). Views of internal buffers: read, don't keep."""
-        counted = self._counted_len
-        if counted > len(output_ids) or (counted and output_ids[counted - 1] != self._counted_last):
-            self._reset()
-            counted = 0
-        new = output_ids[counted:]
-        if new:
-            fresh = [t for t in dict.fromkeys(new) if t not in self._position]
-            if fresh:
-                self._grow(self._size + len(fresh))
-                for token in fresh:
-                    self._position[token] = self._size
-                    self._size += 1
-                self._ids[self._size - len(fresh) : self._size] = _long(fresh, "cpu")
-            positions = _long([self._position[t] for t in new], "cpu")
-            self._counts.index_put_((positions,), torch.ones(len(new)), accumulate=True)
-            self._counted_len = len(output_ids)
-            self._counted_last = output_ids[-1]
-        return self._ids[: self._size], self._counts[: self._size]
-
-    def _grow(self, needed: int) -> None:
-        if needed <= len(self._ids):
-            return
-        capacity = max(needed, 2 * len(self._ids))
-        ids = torch.zeros(capacity, dtype=torch.long)
-        counts = torch.zeros(capacity)
-        ids[: self._size] = self._ids[: self._size]
-        counts[: self._size] = self._counts[: self._size]
-        self._ids, self._counts = ids, counts
 
 
 def make_state(params: SamplingParams, prompt_ids: Sequence[int]) -> SamplingRequestState:
@@ -216,8 +167,8 @@ def processed_logits(
     if any(s.params.logit_bias or s.penalty_tokens is not None for s in states):
         if not owned:
             x, owned = x.clone(), True
-        _apply_logit_bias(x, states)
-        _apply_penalties(x, states)
+        apply_logit_bias(x, states)
+        apply_penalties(x, states)
     allowed = None
     if allowed_masks is not None:
         allowed = _full_width_mask(allowed_masks, x)
@@ -234,59 +185,6 @@ def processed_logits(
             x = x.clone()
         _apply_bans(x, allowed, banned_eos)
     return x
-
-
-def _apply_logit_bias(x: torch.Tensor, states: Sequence[SamplingRequestState]) -> None:
-    vocab = x.shape[1]
-    rows: list[int] = []
-    tokens: list[int] = []
-    biases: list[float] = []
-    for i, state in enumerate(states):
-        for token, bias in state.params.logit_bias.items():
-            # Ids past the model's vocabulary cannot be sampled anyway; the HTTP edge accepts
-            # any integer, so they are dropped here rather than crash the whole batch.
-            if 0 <= token < vocab:
-                rows.append(i)
-                tokens.append(token)
-                biases.append(bias)
-    if rows:
-        index = (_long(rows, x.device), _long(tokens, x.device))
-        x.index_put_(index, _float(biases, x.device), accumulate=True)
-
-
-def _apply_penalties(x: torch.Tensor, states: Sequence[SamplingRequestState]) -> None:
-    """Repetition penalty, then frequency/presence, with one gather and one scatter for the batch.
-
-    Each penalised row contributes its distinct penalty tokens; ``local`` maps every entry back
-    to its row in the list of penalised rows.
-    """
-    rows = [i for i, s in enumerate(states) if s.penalty_tokens is not None]
-    if not rows:
-        return
-    params = [states[i].params for i in rows]
-    synced = []
-    for i in rows:
-        tracker = states[i].penalty_tokens
-        assert tracker is not None
-        synced.append(tracker.sync(states[i].output_ids))
-    sizes = _long([len(ids) for ids, _ in synced], "cpu")
-    local = torch.repeat_interleave(torch.arange(len(rows)), sizes)  # (num_entries,)
-    device = x.device
-    index = (_long(rows, "cpu")[local].to(device), torch.cat([ids for ids, _ in synced]).to(device))
-    counts = torch.cat([c for _, c in synced]).to(device)
-    local = local.to(device)
-    values = x[index]
-    if any(p.repetition_penalty != 1.0 for p in params):
-        # HF semantics: shrink positive logits, push negative ones further down.
-        factor = _float([p.repetition_penalty for p in params], device)[local]
-        values = torch.where(values > 0, values / factor, values * factor)
-    if any(p.frequency_penalty != 0.0 or p.presence_penalty != 0.0 for p in params):
-        # OpenAI: logit -= frequency_penalty * count + presence_penalty * (count > 0)
-        frequency = _float([p.frequency_penalty for p in params], device)[local]
-        presence = _float([p.presence_penalty for p in params], device)[local]
-        values = values - (counts * frequency + (counts > 0) * presence)
-    # Tokens are distinct within a row, so the scatter has no duplicate indices.
-    x[index] = values
 
 
 def _full_width_mask(allowed_masks: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -310,8 +208,8 @@ def _apply_bans(
     batch, vocab = x.shape
     assert len(banned_eos) == batch
     per_row = [sorted({t for t in ids if 0 <= t < vocab}) for ids in banned_eos]
-    rows = _long([i for i, ids in enumerate(per_row) for _ in ids], x.device)
-    tokens = _long([t for ids in per_row for t in ids], x.device)
+    rows = long_tensor([i for i, ids in enumerate(per_row) for _ in ids], x.device)
+    tokens = long_tensor([t for ids in per_row for t in ids], x.device)
     if allowed is None:
         allowed_count = torch.full((batch,), vocab, device=x.device)
         hits = torch.ones(len(tokens), dtype=torch.long, device=x.device)
@@ -330,7 +228,7 @@ def _sample_rows(x: torch.Tensor, states: list[SamplingRequestState]) -> torch.T
     params = [s.params for s in states]
     temperatures = [p.temperature for p in params]
     if any(t != 1.0 for t in temperatures):
-        x = x / _float(temperatures, device).view(num_rows, 1)
+        x = x / float_tensor(temperatures, device).view(num_rows, 1)
         scores = x.sub_(x.amax(dim=-1, keepdim=True))
     else:
         scores = x - x.amax(dim=-1, keepdim=True)
@@ -355,9 +253,9 @@ def _sample_top_k(scores: torch.Tensor, states: list[SamplingRequestState]) -> t
     ``scores``: (n, vocab) unnormalised probabilities."""
     device = scores.device
     params = [s.params for s in states]
-    top_k = _long([p.top_k for p in params], device).view(-1, 1)
-    top_p = _float([p.top_p for p in params], device).view(-1, 1)
-    min_p = _float([p.min_p for p in params], device).view(-1, 1)
+    top_k = long_tensor([p.top_k for p in params], device).view(-1, 1)
+    top_p = float_tensor([p.top_p for p in params], device).view(-1, 1)
+    min_p = float_tensor([p.min_p for p in params], device).view(-1, 1)
     width = min(scores.shape[1], max(p.top_k for p in params))
     values, ids = scores.topk(width, dim=-1)  # (n, width), most likely first
     values = values * (torch.arange(width, device=device).view(1, -1) < top_k)
@@ -385,14 +283,16 @@ def _sample_nucleus(scores: torch.Tensor, states: list[SamplingRequestState]) ->
     min_p = [p.min_p for p in params]
     if any(min_p):
         # Relative to the most likely token (score 1), which top_p always keeps.
-        weights = scores.masked_fill(scores < _float(min_p, device).view(-1, 1), 0.0)
+        weights = scores.masked_fill(scores < float_tensor(min_p, device).view(-1, 1), 0.0)
     chosen = _inverse_cdf(weights, _uniforms(states).to(device))
     pending = [i for i, p in enumerate(params) if p.top_p < 1.0]
     if not pending:
         return chosen
     rows = _row_index(pending, len(params), device)
     # top_p is a share of the whole distribution, before min_p.
-    needed = _take(scores, rows).sum(dim=-1) * _float([params[i].top_p for i in pending], device)
+    needed = _take(scores, rows).sum(dim=-1) * float_tensor(
+        [params[i].top_p for i in pending], device
+    )
     while pending:
         rows = _row_index(pending, len(params), device)
         row_scores = _take(scores, rows)
@@ -402,7 +302,7 @@ def _sample_nucleus(scores: torch.Tensor, states: list[SamplingRequestState]) ->
         pending = [i for i, r in zip(pending, rejected.tolist(), strict=True) if r]
         if pending:
             needed = needed[rejected]
-            rows = _long(pending, device)
+            rows = long_tensor(pending, device)
             redraw = torch.where(row_scores[rejected] > drawn[rejected], weights[rows], 0.0)
             chosen[rows] = _inverse_cdf(redraw, _uniforms([states[i] for i in pending]).to(device))
     return chosen
@@ -438,7 +338,7 @@ def _uniforms(states: Sequence[SamplingRequestState]) -> torch.Tensor:
 
 def _row_index(rows: list[int], batch: int, device: torch.device) -> torch.Tensor | None:
     """None when ``rows`` is the whole batch, so callers skip a gather and a scatter."""
-    return None if len(rows) == batch else _long(rows, device)
+    return None if len(rows) == batch else long_tensor(rows, device)
 
 
 def _take(t: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
@@ -450,11 +350,3 @@ def _put(dst: torch.Tensor, rows: torch.Tensor | None, values: torch.Tensor) -> 
         dst.copy_(values)
     else:
         dst[rows] = values
-
-
-def _long(values: list[int], device: torch.device | str) -> torch.Tensor:
-    return torch.tensor(values, dtype=torch.long, device=device)
-
-
-def _float(values: list[float], device: torch.device | str) -> torch.Tensor:
-    return torch.tensor(values, dtype=torch.float32, device=device)
