@@ -1,5 +1,7 @@
 """Constrained decoding through the real server (default model, default grammar backend).
 
+- Sampled outputs (temperature 1.0, two seeds) under regexes drawn from a random family fullmatch
+  them; outputs stopped by the token limit are the only exceptions, reported.
 - Sampled outputs (temperature 1.0, two seeds) under a CI-sized JSONSchemaBench sample validate
   with ``jsonschema``; outputs stopped by the token limit are the only exceptions, reported.
   The full run over many more schemas is ``benchmarks/jsonschemabench_sample_validity.py``.
@@ -10,6 +12,8 @@
 from __future__ import annotations
 
 import json
+import random
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -17,6 +21,7 @@ from benchmarks.bench_grammar_common import schema_prompt
 from benchmarks.jsonschemabench_sample_validity import validation_error
 from tests.constrained.conftest import load_bench_file
 from tests.constrained.test_compiler import deep_any_of
+from tests.constrained.test_outlines_matcher import ATOMS
 
 # Small schemas from eight groups, all compiled by the default backend (checked in the test).
 SAMPLE = [
@@ -31,6 +36,46 @@ SAMPLE = [
 ]
 SEEDS = (0, 1)
 COMPILE_LIMIT_S = 10.0  # the server's default --grammar-compile-timeout
+
+
+def random_regex(rng: random.Random, depth: int = 3) -> str:
+    """The family of test_outlines_matcher.py: atoms joined by concatenation, alternation,
+    optional, bounded and unbounded repetition."""
+    if depth == 0 or rng.random() < 0.1:
+        return rng.choice(ATOMS)
+    a, b = random_regex(rng, depth - 1), random_regex(rng, depth - 1)
+    return rng.choice(
+        [a + b, f"(?:{a}|{b})", f"(?:{a})?", f"(?:{a}){{1,{rng.randint(1, 3)}}}", f"(?:{a})*"]
+    )
+
+
+def test_sampled_outputs_fullmatch_random_regexes(default_server) -> None:
+    rng = random.Random(0)
+    jobs = [(random_regex(rng), seed) for _ in range(6) for seed in SEEDS]
+
+    def one(job):
+        pattern, seed = job
+        params = {
+            "temperature": 1.0,
+            "sampling_seed": seed,
+            "max_new_tokens": 32,
+            "regex": pattern,
+        }
+        return default_server.generate({"text": "Write some text:", "sampling_params": params})
+
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        responses = list(pool.map(one, jobs))
+    stopped, by_length = 0, []
+    for (pattern, seed), res in zip(jobs, responses, strict=True):
+        assert res.status_code == 200, f"{pattern}: {res.text}"
+        out = res.json()
+        if out["meta_info"]["finish_reason"]["type"] == "length":
+            by_length.append(f"{pattern} seed {seed}")
+            continue
+        stopped += 1
+        assert re.fullmatch(pattern, out["text"]), (pattern, seed, out["text"])
+    print(f"stopped and matching: {stopped}; stopped by the token limit: {by_length}")
+    assert stopped >= len(jobs) // 2, by_length
 
 
 def test_sampled_outputs_validate(default_server) -> None:
