@@ -8,7 +8,7 @@ Measures, with the embedded SmolLM2-135M-Instruct:
      of the concurrency-1 run);
   2. `generated-shared-prefix` scaled to CPU (8 groups x 16 prompts, 512-token system prompt,
      64-token question, 32 output tokens) with the radix cache on, then on a fresh server with
-     `--disable-radix-cache`;
+     `--disable-radix-cache`; every server gets `--server-args` (default `--quantization auto`);
   3. the peers on the same weights: HF transformers `generate` (bf16 and fp32; single stream and
      batch 32) and llama-cpp-python (single stream, from `.venv-bench` when it exists).
 Prints a markdown table with the ratios the issue targets and appends one JSON row (machine,
@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import signal
 import subprocess
 import sys
@@ -156,8 +157,8 @@ def measure_server(args: argparse.Namespace, tokenizer: Any) -> dict[str, Any]:
     out_file = args.out_dir / "bench_serving.jsonl"
     for radix in (True, False):
         tag = "radix" if radix else "no_radix"
-        server = Server(args.port, [] if radix else ["--disable-radix-cache"],
-                        args.out_dir / f"server_{tag}.log")  # fmt: skip
+        flags = [*args.server_args, *([] if radix else ["--disable-radix-cache"])]
+        server = Server(args.port, flags, args.out_dir / f"server_{tag}.log")
         try:
             server.wait_ready(args.ready_timeout)
             if radix:
@@ -252,6 +253,7 @@ def report(env: dict[str, Any], server: dict[str, Any], peers: dict[str, Any]) -
         f"Machine: {env['cpu']}, {env['nproc']} cores, {env['mem_gib']} GiB; python "
         f"{env['python']}, torch {env['torch']}, transformers {env['transformers']}, "
         f"llama-cpp-python {env['llama_cpp_python']}; commit {env['git_commit']}; {env['date']}; "
+        f"radixlm flags `{env.get('server_args', '')}`; "
         f"load average {env['loadavg_1m_at_start']:.1f} at start, "
         f"{env.get('loadavg_1m_at_end', float('nan')):.1f} at end",
         "",
@@ -311,6 +313,13 @@ def main() -> None:
     )
     p.add_argument("--skip-server", action="store_true", help="peers only")
     p.add_argument("--skip-peers", action="store_true", help="our server only")
+    p.add_argument(
+        "--server-args",
+        type=shlex.split,
+        default=["--quantization", "auto"],
+        help="flags for every radixlm server, one string (--server-args='--quantization none'); "
+        "default: the fast CPU mode, the GGUF's own 4-bit weights",
+    )
     p.add_argument("--peer-repeats", type=int, default=3, help="timed runs per peer config")
     p.add_argument(
         "--hf-dtypes",
@@ -332,6 +341,7 @@ def main() -> None:
     peers = {} if args.skip_peers else measure_peers(args)
     env["loadavg_1m_at_end"] = os.getloadavg()[0]
     env["quick"] = args.quick
+    env["server_args"] = " ".join(args.server_args)
     table = report(env, server, peers)
     print(table)
     stamp = datetime.now().strftime("%Y%m%d_%H%M%S")

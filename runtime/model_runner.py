@@ -35,8 +35,9 @@ _LOSSLESS_INT4_SOURCES = {"Q4_1"}
 def resolve_quantization(
     requested: str, device: torch.device, dtype: torch.dtype, resolved: ResolvedModel
 ) -> str:
-    """ "auto" keeps a Q4_1 GGUF's layers in 4 bits on CPU (llama.cpp's choice too: the step
-    is a weight stream) and runs everything else in float; "int4" quantizes any checkpoint."""
+    """The quantization to run: "none" keeps float weights; "auto" keeps a Q4_1 GGUF's layers
+    in 4 bits on CPU (llama.cpp's choice too: a decode step is a weight stream) and runs
+    everything else in float; "int4" quantizes any checkpoint."""
     if requested not in QUANTIZATIONS:
         raise ValueError(f"unknown quantization {requested!r}; choose from {QUANTIZATIONS}")
     # int4 layers keep a oneDNN-packed float32 copy for big passes (see layers/int4_cpu.py).

@@ -6,7 +6,8 @@ is most of the speed there is to gain. The format is GGUF's Q4_1 (``w = d * q + 
 0..15, blocks of 32 along the input dim), so re-packing a Q4_1 checkpoint loses nothing beyond
 the bfloat16 rounding of ``d`` and ``m``: every Q4_1 block holds its minimum (``q = 0``) and its
 maximum (``q = 15``), and min/max quantization recovers exactly those ``q``. For other float
-checkpoints it is plain round-to-nearest int4 quantization (opt in with ``--quantization int4``).
+checkpoints it is plain round-to-nearest int4 quantization. Opt in with ``--quantization auto``
+(Q4_1 checkpoints) or ``int4`` (any).
 
 At prefill sizes oneDNN's float32 GEMM is about twice as fast as the int4 kernel (compute-bound),
 so a float32 copy of the very same dequantized weights serves passes of many rows, with the rows

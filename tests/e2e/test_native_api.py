@@ -33,29 +33,30 @@ def test_generate_returns_text_and_meta_info(default_server):
     assert "cached_tokens" in meta
 
 
-def test_default_model_serves_its_4_bit_weights(default_server, float_server):
-    info = requests.get(default_server.url + "/server_info", timeout=30).json()
-    assert (info["quantization"], info["kv_cache_dtype"]) == ("int4", "bfloat16")
-    info = requests.get(float_server.url + "/server_info", timeout=30).json()
-    assert (info["quantization"], info["kv_cache_dtype"]) == ("none", "float32")
-
-
 @pytest.fixture(scope="module")
-def float_server():
-    """The default model with float32 weights, i.e. HF's arithmetic (the default server keeps
-    the GGUF's 4-bit weights and computes its matmuls in bfloat16)."""
-    server = ServerProcess("--max-total-tokens", "2048", "--quantization", "none")
+def int4_server():
+    """The fast CPU mode: the GGUF's Q4_1 layers kept in 4 bits, bfloat16 matmul inputs."""
+    server = ServerProcess("--max-total-tokens", "4096", "--quantization", "auto")
     yield server
     server.stop()
 
 
-def test_greedy_output_equals_hf_generate(float_server):
+def test_quantization_and_kv_dtype_are_reported(default_server, int4_server):
+    info = requests.get(default_server.url + "/server_info", timeout=30).json()
+    assert (info["quantization"], info["kv_cache_dtype"]) == ("none", "float32")
+    info = requests.get(int4_server.url + "/server_info", timeout=30).json()
+    assert (info["quantization"], info["kv_cache_dtype"]) == ("int4", "bfloat16")
+    res = int4_server.generate({"text": CHAT_PROMPT, "sampling_params": greedy(16)}).json()
+    assert "Paris" in res["text"]
+
+
+def test_greedy_output_equals_hf_generate(default_server):
     torch = pytest.importorskip("torch")
     from transformers import AutoModelForCausalLM
 
-    info = requests.get(float_server.url + "/get_model_info", timeout=30).json()
+    info = requests.get(default_server.url + "/get_model_info", timeout=30).json()
     # min_new_tokens bans EOS on both sides, so both run the full 64 steps.
-    res = float_server.generate(
+    res = default_server.generate(
         {"text": CHAT_PROMPT, "sampling_params": greedy(64, min_new_tokens=64)}
     ).json()
     model = AutoModelForCausalLM.from_pretrained(info["tokenizer_path"], dtype=torch.float32)
@@ -73,17 +74,19 @@ def _encode(tokenizer_dir: str, text: str) -> list[int]:
     return Tokenizer.from_file(f"{tokenizer_dir}/tokenizer.json").encode(text).ids
 
 
-def test_concurrent_greedy_requests_match_solo_outputs(default_server):
+@pytest.mark.parametrize("server_name", ["default_server", "int4_server"])
+def test_concurrent_greedy_requests_match_solo_outputs(server_name, request):
+    server = request.getfixturevalue(server_name)
     prompts = [
         f"{CHAT_PROMPT[:-40]} Count to {i}.<|im_end|>\n<|im_start|>assistant\n" for i in range(32)
     ]
     body = lambda p: {"text": p, "sampling_params": greedy(24, ignore_eos=True)}  # noqa: E731
-    solo = [default_server.generate(body(p)).json()["output_ids"] for p in prompts[:6]]
+    solo = [server.generate(body(p)).json()["output_ids"] for p in prompts[:6]]
     with ThreadPoolExecutor(32) as pool:
-        together = list(pool.map(lambda p: default_server.generate(body(p)).json(), prompts))
+        together = list(pool.map(lambda p: server.generate(body(p)).json(), prompts))
     assert [r["output_ids"] for r in together[:6]] == solo
     assert all(r["meta_info"]["completion_tokens"] == 24 for r in together)
-    assert default_server.state()["ok"]
+    assert server.state()["ok"]
 
 
 def test_shared_500_token_prefix_is_cached(default_server):
