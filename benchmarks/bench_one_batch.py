@@ -58,6 +58,7 @@ class Result:
     pct_of_roofline: float
     attention_backend: str
     cuda_graph: bool
+    overlap: bool = False  # decode loop launches pass N+1 before reading pass N's tokens
 
 
 def environment(bandwidth: float) -> dict:
@@ -121,7 +122,12 @@ def weight_bytes_per_step(runner: ModelRunner) -> int:
 
 
 def run_once(
-    runner: ModelRunner, batch_size: int, input_len: int, output_len: int, seed: int
+    runner: ModelRunner,
+    batch_size: int,
+    input_len: int,
+    output_len: int,
+    seed: int,
+    overlap: bool = False,
 ) -> tuple[float, list[float]]:
     """Prefill seconds and each decode step's seconds. Frees what it allocated."""
     rng = np.random.default_rng(seed)
@@ -154,6 +160,7 @@ def run_once(
     # One (steps, 7, batch) table in ForwardBatch.packed's row order (PACKED_ROWS), so the
     # CUDA-graph runner fills its inputs with one copy, as it does for the server's batches.
     steps = output_len - 1
+    assert steps >= 3 or not overlap, "the overlapped loop needs output_len >= 4"
     positions = torch.arange(input_len, input_len + steps, device=device)
     positions = positions[:, None].expand(-1, batch_size)  # (steps, batch)
     table = torch.stack(
@@ -170,6 +177,14 @@ def run_once(
     ).contiguous()  # (steps, 7, batch)
     logits_indices = torch.arange(batch_size, device=device)
     step_seconds = []
+    # Overlapped (the server's default on CUDA): pass N+1 is launched before pass N's tokens are
+    # read back; its input ids come from pass N's argmax on the device. A step is then the
+    # interval between two token rows reaching the host, the inter-token latency a streaming
+    # client sees. Serial: each step is timed alone, from a synchronised GPU to its tokens.
+    token_rows = torch.empty((steps, batch_size), dtype=torch.int64, pin_memory=True)
+    done: list[torch.cuda.Event] = []
+    last_arrival = 0.0
+    torch.cuda.synchronize()
     for step in range(steps):
         seq_len = input_len + step + 1
         packed = table[step]
@@ -190,12 +205,28 @@ def run_once(
             packed=packed,
             logits_are_rows=True,
         )
+        if overlap:
+            input_ids.copy_(next_ids)
+            next_ids = runner.forward(batch).argmax(-1)
+            token_rows[step].copy_(next_ids, non_blocking=True)
+            done.append(torch.cuda.Event())
+            done[-1].record()
+            if step > 0:
+                done[step - 1].synchronize()  # pass N's tokens are on the host
+                arrival = time.perf_counter()
+                if step > 1:
+                    step_seconds.append(arrival - last_arrival)
+                last_arrival = arrival
+            continue
         torch.cuda.synchronize()
         start = time.perf_counter()
         input_ids.copy_(next_ids)
         next_ids = runner.forward(batch).argmax(-1)
-        torch.cuda.synchronize()
+        token_rows[step].copy_(next_ids)  # to the host, as a server would
         step_seconds.append(time.perf_counter() - start)
+    if overlap:
+        done[-1].synchronize()
+        step_seconds.append(time.perf_counter() - last_arrival)
     runner.token_allocator.free(slots)
     for row in rows:
         runner.req_to_token_pool.free(row)
@@ -225,8 +256,8 @@ def bench_radixlm(args, bandwidth: float) -> list[Result]:
     )
     results = []
     for bs, input_len, output_len in shapes:
-        run_once(runner, bs, input_len, min(output_len, 4), args.seed)  # warm-up
-        prefill_s, steps = run_once(runner, bs, input_len, output_len, args.seed + 1)
+        run_once(runner, bs, input_len, min(output_len, 4), args.seed, args.overlap)  # warm-up
+        prefill_s, steps = run_once(runner, bs, input_len, output_len, args.seed + 1, args.overlap)
         median = statistics.median(steps)
         # The median step attends over about input_len + output_len / 2 keys per sequence.
         step_bytes = weights + bs * (input_len + output_len // 2) * kv_per_token
@@ -247,6 +278,7 @@ def bench_radixlm(args, bandwidth: float) -> list[Result]:
                 pct_of_roofline=100 * roofline / median,
                 attention_backend=args.attention_backend,
                 cuda_graph=runner.cuda_graph_runner is not None,
+                overlap=args.overlap,
             )
         )
         print_row(results[-1])
@@ -316,7 +348,7 @@ def print_row(r: Result) -> None:
         f"{r.engine:>15} {r.model:>13} bs={r.batch_size:<4} in={r.input_len:<5} "
         f"out={r.output_len:<4} prefill {r.prefill_ms:9.2f} ms  decode {r.decode_median_ms:7.3f} "
         f"ms/step {r.decode_tok_s:10.1f} tok/s  roofline {r.roofline_ms:6.3f} ms "
-        f"({r.pct_of_roofline:5.1f}%)",
+        f"({r.pct_of_roofline:5.1f}%){'  overlap' if r.overlap else ''}",
         flush=True,
     )
 
@@ -331,6 +363,12 @@ def main() -> None:
     parser.add_argument("--attention-backend", default=None, choices=("flashinfer", "triton"))
     parser.add_argument("--cuda-graph-max-bs", type=int, default=None)
     parser.add_argument("--disable-cuda-graph", action="store_true")
+    parser.add_argument(
+        "--overlap",
+        action="store_true",
+        help="launch each decode pass before reading the previous pass's tokens back (the "
+        "overlapped scheduler's loop); a step is then the interval between token arrivals",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--hf-peer", action="store_true", help="also time HF transformers")
     parser.add_argument("--hf-batch-size", type=int, nargs="+", default=[1])

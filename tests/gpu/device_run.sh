@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the GPU tests and/or benchmarks on the lent GPU machine (see docs/gpu.md).
 # From the repo root, after `source .device/env.sh` (wheels on PYTHONPATH, flashinfer JIT cache):
-#   bash tests/gpu/device_run.sh setup test cache bench-latency bench-sweep bench-kernels
+#   bash tests/gpu/device_run.sh setup test cache bench-latency bench-batch1 bench-sweep bench-kernels
 # Logs and JSON results go to $OUT (default ./gpu-out).
 set -uo pipefail
 OUT=${OUT:-$PWD/gpu-out}
@@ -30,6 +30,14 @@ for stage in "$@"; do
           python3 benchmarks/bench_one_batch.py --model-path $model --attention-backend $backend \
             --batch-size 1 --input-len 1024 --output-len 256 --result-filename "$OUT/one_batch.jsonl"
         done
+      done
+      ;;
+    bench-batch1)
+      # Issue 6's batch-1 target: Llama-3.1-8B, triton, serial loop then the overlapped one.
+      for overlap in "" --overlap; do
+        python3 benchmarks/bench_one_batch.py --model-path llama-3.1-8b --attention-backend triton \
+          --batch-size 1 --input-len 1024 --output-len 256 $overlap \
+          --result-filename "$OUT/one_batch.jsonl"
       done
       ;;
     bench-sweep)
