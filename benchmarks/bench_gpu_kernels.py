@@ -8,16 +8,18 @@ way a decode step runs them), medians in microseconds.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 
 import torch
 import torch.nn.functional as F
 from triton.testing import do_bench_cudagraph
 
+from radixlm.kernels import pdl
 from radixlm.kernels.activation import silu_and_mul
 from radixlm.kernels.decode_attention import DecodeWorkspace, decode_attention, decode_num_splits
 from radixlm.kernels.extend_attention import extend_attention
-from radixlm.kernels.gemv import gemv
+from radixlm.kernels.gemv import DEFAULT_CONFIG, GemvConfig, config_for, gemv
 from radixlm.kernels.rmsnorm import rmsnorm
 from radixlm.kernels.rotary import apply_rotary
 
@@ -202,38 +204,85 @@ def bench_fused(num_tokens: int, hidden: int, intermediate: int, heads: int, hea
     ]
 
 
-GEMV_CONFIGS = [
-    (4, 1024, 4, 4),
-    (8, 512, 4, 4),
-    (16, 256, 4, 4),
-    (16, 512, 4, 4),
-    (16, 512, 8, 3),
-    (32, 256, 8, 4),
+# Tiles (block_n, block_k, num_warps, num_stages) swept per shape; then the best tile's L2
+# prefetch depth and eviction policy.
+GEMV_TILES = [
+    GemvConfig(16, 512, 8, 3),
+    GemvConfig(4, 1024, 4, 3),
+    GemvConfig(8, 1024, 8, 2),
+    GemvConfig(8, 1024, 8, 3),
+    GemvConfig(8, 1024, 8, 4),
+    GemvConfig(16, 1024, 8, 2),
+    GemvConfig(16, 1024, 8, 3),
+    GemvConfig(16, 1024, 8, 4),
+    GemvConfig(16, 1024, 16, 3),
+    GemvConfig(32, 1024, 16, 3),
+    GemvConfig(4, 2048, 8, 3),
+    GemvConfig(8, 2048, 8, 3),
+    GemvConfig(8, 2048, 16, 3),
+    GemvConfig(16, 2048, 16, 3),
 ]
+GEMV_PREFETCH_K = (0, 512, 1024, 2048)
 
 
 def bench_gemv(n: int, k: int) -> dict:
-    """One-row linear over enough weight copies that nothing stays in L2 (as in a decode
-    step, where each layer's weights are read once): F.linear (cuBLAS) vs our Triton GEMV."""
+    """One-row linear after an RMSNorm of its input, as in a decode step (a short kernel before
+    each GEMV, which PDL lets the GEMV overlap), over enough weight copies that nothing stays
+    in L2: F.linear (cuBLAS) vs our Triton GEMV under each config, with and without PDL. A
+    linear's time is the pair's minus the norm's alone."""
     weight_bytes = n * k * 2
     copies = max(2, -(-(256 << 20) // weight_bytes))
     weights = [torch.randn(n, k, device=DEVICE, dtype=DTYPE) for _ in range(copies)]
     x = torch.randn(1, k, device=DEVICE, dtype=DTYPE)
+    norm_weight = torch.randn(k, device=DEVICE, dtype=DTYPE)
 
-    def per_call(fn) -> float:
-        return microseconds(lambda: [fn(w) for w in weights]) / copies
+    def per_call(linear=None) -> float:
+        def chain():
+            for w in weights:
+                normed = rmsnorm(x, norm_weight, 1e-5)
+                if linear is not None:
+                    linear(normed, w)
 
-    row = {"kernel": "gemv", "n": n, "k": k, "torch_us": per_call(lambda w: F.linear(x, w))}
-    timings = {cfg: per_call(lambda w, cfg=cfg: gemv(x, w, config=cfg)) for cfg in GEMV_CONFIGS}
+        return microseconds(chain) / copies
+
+    norm_us: dict[bool, float] = {}  # the norm alone, with and without PDL
+
+    def linear_us(linear) -> float:
+        if pdl.ENABLED not in norm_us:
+            norm_us[pdl.ENABLED] = per_call()
+        return per_call(linear) - norm_us[pdl.ENABLED]
+
+    def triton_us(config: GemvConfig) -> float:
+        return linear_us(lambda normed, w: gemv(normed, w, config=config))
+
+    row = {"kernel": "gemv", "n": n, "k": k, "torch_us": linear_us(F.linear)}
+    timings = {cfg: triton_us(cfg) for cfg in GEMV_TILES}
+    tile = min(timings, key=timings.get)
+    for prefetch_k, evict_first in itertools.product(GEMV_PREFETCH_K, (False, True)):
+        cfg = tile._replace(prefetch_k=prefetch_k, evict_first=evict_first)
+        timings.setdefault(cfg, triton_us(cfg))
+    table = config_for(n, k)  # what the runtime uses now
+    timings.setdefault(table, triton_us(table))
     best = min(timings, key=timings.get)
+    pdl.ENABLED = False
+    row["torch_us_no_pdl"] = linear_us(F.linear)
+    row["triton_us_no_pdl"] = triton_us(best)
+    row["default_us_no_pdl"] = triton_us(DEFAULT_CONFIG)  # the previous kernel and config
+    pdl.ENABLED = True
     row.update(
+        table_config=list(table),
+        table_us=timings[table],
         triton_us=timings[best],
-        triton_config=best,
+        triton_config=list(best),
         torch_tb_s=weight_bytes / row["torch_us"] / 1e6,
         triton_tb_s=weight_bytes / timings[best] / 1e6,
+        sweep=[
+            [list(cfg), round(us, 2)] for cfg, us in sorted(timings.items(), key=lambda t: t[1])
+        ],
     )
-    err = (gemv(x, weights[0], config=best).float() - x.float() @ weights[0].float().t()).norm()
-    row["triton_rel_err"] = (err / (x.float() @ weights[0].float().t()).norm()).item()
+    expected = x.float() @ weights[0].float().t()
+    err = (gemv(x, weights[0], config=best).float() - expected).norm() / expected.norm()
+    row["triton_rel_err"] = err.item()
     return row
 
 
@@ -247,7 +296,8 @@ def main() -> None:
     for n, k in ((6144, 4096), (4096, 4096), (28672, 4096), (4096, 14336), (128256, 4096)):
         if args.only != "other":
             rows.append(bench_gemv(n, k))
-            print(json.dumps(rows[-1]), flush=True)
+            summary = {key: value for key, value in rows[-1].items() if key != "sweep"}
+            print(json.dumps(summary), "top:", rows[-1]["sweep"][:4], flush=True)
     if args.only != "gemv":
         llama = (32, 8, 128)
         for batch, seq_len in ((1, 1280), (64, 1024), (256, 136)):
@@ -260,7 +310,8 @@ def main() -> None:
     device = torch.cuda.get_device_name()
     for row in rows:
         row["device"] = device
-        print(json.dumps(row), flush=True)
+        if row["kernel"] != "gemv":
+            print(json.dumps(row), flush=True)
     if args.result_filename:
         with open(args.result_filename, "a", encoding="utf-8") as f:
             f.writelines(json.dumps(row) + "\n" for row in rows)

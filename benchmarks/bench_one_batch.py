@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 import radixlm.runtime
+from radixlm.kernels import pdl
 from radixlm.runtime.attention.base import default_gpu_attention_backend
 from radixlm.runtime.forward_batch import ForwardBatch, ForwardMode, build_forward_batch
 from radixlm.runtime.memory_pool import KVCache
@@ -59,6 +60,7 @@ class Result:
     attention_backend: str
     cuda_graph: bool
     overlap: bool = False  # decode loop launches pass N+1 before reading pass N's tokens
+    pdl: bool = False  # our Triton kernels launched with programmatic dependent launch
 
 
 def environment(bandwidth: float) -> dict:
@@ -279,6 +281,7 @@ def bench_radixlm(args, bandwidth: float) -> list[Result]:
                 attention_backend=args.attention_backend,
                 cuda_graph=runner.cuda_graph_runner is not None,
                 overlap=args.overlap,
+                pdl=pdl.ENABLED,
             )
         )
         print_row(results[-1])
@@ -348,7 +351,8 @@ def print_row(r: Result) -> None:
         f"{r.engine:>15} {r.model:>13} bs={r.batch_size:<4} in={r.input_len:<5} "
         f"out={r.output_len:<4} prefill {r.prefill_ms:9.2f} ms  decode {r.decode_median_ms:7.3f} "
         f"ms/step {r.decode_tok_s:10.1f} tok/s  roofline {r.roofline_ms:6.3f} ms "
-        f"({r.pct_of_roofline:5.1f}%){'  overlap' if r.overlap else ''}",
+        f"({r.pct_of_roofline:5.1f}%){'  overlap' if r.overlap else ''}"
+        f"{'  pdl' if r.pdl else ''}",
         flush=True,
     )
 
@@ -369,6 +373,11 @@ def main() -> None:
         help="launch each decode pass before reading the previous pass's tokens back (the "
         "overlapped scheduler's loop); a step is then the interval between token arrivals",
     )
+    parser.add_argument(
+        "--disable-pdl",
+        action="store_true",
+        help="launch our Triton kernels without programmatic dependent launch (kernels/pdl.py)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--hf-peer", action="store_true", help="also time HF transformers")
     parser.add_argument("--hf-batch-size", type=int, nargs="+", default=[1])
@@ -376,6 +385,7 @@ def main() -> None:
     parser.add_argument("--result-filename", default=None, help="append JSON lines here")
     args = parser.parse_args()
     args.attention_backend = args.attention_backend or default_gpu_attention_backend()
+    pdl.ENABLED = not args.disable_pdl
     bandwidth = measure_copy_bandwidth()
     env = environment(bandwidth)
     print(json.dumps(env), flush=True)

@@ -9,6 +9,8 @@ import torch
 import triton
 import triton.language as tl
 
+from radixlm.kernels.pdl import pdl_options, start_after_previous
+
 
 @triton.jit
 def _silu_and_mul_kernel(
@@ -18,7 +20,9 @@ def _silu_and_mul_kernel(
     stride_out,
     d,
     BLOCK: tl.constexpr,
+    PDL: tl.constexpr,
 ):
+    start_after_previous(PDL)
     row = tl.program_id(0)
     offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < d
@@ -42,6 +46,13 @@ def silu_and_mul(gate_up: torch.Tensor) -> torch.Tensor:
     out = torch.empty((num_rows, d), dtype=gate_up.dtype, device=gate_up.device)
     block = min(1024, triton.next_power_of_2(d))
     _silu_and_mul_kernel[(num_rows, triton.cdiv(d, block))](
-        rows, out, rows.stride(0), out.stride(0), d, BLOCK=block, num_warps=4
+        rows,
+        out,
+        rows.stride(0),
+        out.stride(0),
+        d,
+        BLOCK=block,
+        num_warps=4,
+        **pdl_options(gate_up.device),
     )
     return out.view(*gate_up.shape[:-1], d)

@@ -15,6 +15,8 @@ import torch
 import triton
 import triton.language as tl
 
+from radixlm.kernels.pdl import pdl_options, start_after_previous
+
 MAX_SPLITS = 32
 
 
@@ -46,7 +48,9 @@ def _decode_split_kernel(
     BLOCK_N: tl.constexpr,
     NUM_SPLITS: tl.constexpr,
     DOT_PRECISION: tl.constexpr,  # "ieee" for float32 inputs
+    PDL: tl.constexpr,
 ):
+    start_after_previous(PDL)
     seq = tl.program_id(0)
     kv_head = tl.program_id(1)
     split = tl.program_id(2)
@@ -113,7 +117,9 @@ def _decode_merge_kernel(
     HEAD_DIM: tl.constexpr,
     BLOCK_D: tl.constexpr,
     NUM_SPLITS: tl.constexpr,
+    PDL: tl.constexpr,
 ):
+    start_after_previous(PDL)
     seq = tl.program_id(0)
     head = tl.program_id(1)
     offs_s = tl.arange(0, NUM_SPLITS)
@@ -191,6 +197,7 @@ def decode_attention(
     partial_out = workspace.partial_out[: batch * num_heads * num_splits * head_dim]
     partial_lse = workspace.partial_lse[: batch * num_heads * num_splits]
     block_d = triton.next_power_of_2(head_dim)
+    pdl = pdl_options(q.device)
     _decode_split_kernel[(batch, num_kv_heads, num_splits)](
         q,
         k_buffer,
@@ -220,6 +227,7 @@ def decode_attention(
         DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
         num_warps=4,
         num_stages=2,
+        **pdl,
     )
     if num_splits == 1:
         return out
@@ -234,5 +242,6 @@ def decode_attention(
         BLOCK_D=block_d,
         NUM_SPLITS=num_splits,
         num_warps=1,
+        **pdl,
     )
     return out

@@ -9,6 +9,8 @@ import torch
 import triton
 import triton.language as tl
 
+from radixlm.kernels.pdl import pdl_options, start_after_previous
+
 
 @triton.jit
 def _store_kv_kernel(
@@ -25,7 +27,9 @@ def _store_kv_kernel(
     HEAD_DIM: tl.constexpr,
     BLOCK_H: tl.constexpr,
     BLOCK_D: tl.constexpr,
+    PDL: tl.constexpr,
 ):
+    start_after_previous(PDL)
     token = tl.program_id(0)
     slot = tl.load(Loc + token).to(tl.int64)
     offs_h = tl.arange(0, BLOCK_H)
@@ -63,4 +67,5 @@ def store_kv(
         BLOCK_H=triton.next_power_of_2(num_kv_heads),
         BLOCK_D=triton.next_power_of_2(head_dim),
         num_warps=1,
+        **pdl_options(k.device),
     )

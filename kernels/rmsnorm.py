@@ -9,6 +9,8 @@ import torch
 import triton
 import triton.language as tl
 
+from radixlm.kernels.pdl import pdl_options, start_after_previous
+
 
 @triton.jit
 def _rmsnorm_kernel(
@@ -23,7 +25,9 @@ def _rmsnorm_kernel(
     eps,
     HAS_RESIDUAL: tl.constexpr,
     BLOCK: tl.constexpr,  # hidden rounded up to a power of two: one program holds a row
+    PDL: tl.constexpr,
 ):
+    start_after_previous(PDL)
     row = tl.program_id(0)
     offs = tl.arange(0, BLOCK)
     mask = offs < hidden
@@ -72,5 +76,6 @@ def rmsnorm(
         HAS_RESIDUAL=has_residual,
         BLOCK=block,
         num_warps=min(16, max(1, block // 256)),
+        **pdl_options(x.device),
     )
     return out.view(x.shape)

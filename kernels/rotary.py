@@ -10,6 +10,8 @@ import torch
 import triton
 import triton.language as tl
 
+from radixlm.kernels.pdl import pdl_options, start_after_previous
+
 
 @triton.jit
 def _rotary_kernel(
@@ -25,7 +27,9 @@ def _rotary_kernel(
     HALF: tl.constexpr,  # head_dim // 2
     BLOCK_H: tl.constexpr,
     BLOCK_HALF: tl.constexpr,
+    PDL: tl.constexpr,
 ):
+    start_after_previous(PDL)
     token = tl.program_id(0)
     offs_h = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
     offs_d = tl.arange(0, BLOCK_HALF)
@@ -72,5 +76,6 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor) -
         BLOCK_H=block_h,
         BLOCK_HALF=block_half,
         num_warps=4,
+        **pdl_options(x.device),
     )
     return out

@@ -2,6 +2,7 @@
 # Runs the GPU tests and/or benchmarks on the lent GPU machine (see docs/gpu.md).
 # From the repo root, after `source .device/env.sh` (wheels on PYTHONPATH, flashinfer JIT cache):
 #   bash tests/gpu/device_run.sh setup test cache bench-latency bench-batch1 bench-sweep bench-kernels
+#   GEMV_CONFIGS=$OUT/kernels.jsonl bash tests/gpu/device_run.sh bench-gemv profile-variants
 # Logs and JSON results go to $OUT (default ./gpu-out).
 set -uo pipefail
 OUT=${OUT:-$PWD/gpu-out}
@@ -21,6 +22,11 @@ for stage in "$@"; do
     test)
       python3 -m pytest -q -rfE -p no:cacheprovider --timeout 900 tests/gpu 2>&1 | tee "$OUT/pytest.log" | tail -40
       ;;
+    test-kernels)
+      # PYTEST_ARGS narrows it, e.g. PYTEST_ARGS="-k gemv or pdl".
+      python3 -m pytest -q -rfE -p no:cacheprovider --timeout 600 tests/gpu/test_kernels.py \
+        ${PYTEST_ARGS:+-k "$PYTEST_ARGS"} 2>&1 | tee "$OUT/pytest-kernels.log" | tail -20
+      ;;
     cache)
       tar czf "$OUT/flashinfer-cache.tgz" -C ~/.cache flashinfer && ls -la "$OUT/flashinfer-cache.tgz"
       ;;
@@ -33,10 +39,11 @@ for stage in "$@"; do
       done
       ;;
     bench-batch1)
-      # Issue 6's batch-1 target: Llama-3.1-8B, triton, serial loop then the overlapped one.
-      for overlap in "" --overlap; do
+      # Issue 6's batch-1 target: Llama-3.1-8B, triton, serial loop, the overlapped one, and the
+      # overlapped one without PDL (what programmatic dependent launch buys).
+      for loop in "" --overlap "--overlap --disable-pdl"; do
         python3 benchmarks/bench_one_batch.py --model-path llama-3.1-8b --attention-backend triton \
-          --batch-size 1 --input-len 1024 --output-len 256 $overlap \
+          --batch-size 1 --input-len 1024 --output-len 256 $loop \
           --result-filename "$OUT/one_batch.jsonl"
       done
       ;;
@@ -61,6 +68,12 @@ for stage in "$@"; do
         python3 benchmarks/bench_gpu_profile.py --model-path $1 --attention-backend $2 \
           | tee -a "$OUT/profile.log"
       done
+      ;;
+    profile-variants)
+      # Graph replay of the 8B step with PDL off/on and GEMV configs; GEMV_CONFIGS: the
+      # kernels.jsonl of a bench-gemv run (its per-shape best configs).
+      python3 benchmarks/bench_gpu_profile.py --model-path llama-3.1-8b --attention-backend triton \
+        --variants ${GEMV_CONFIGS:+--gemv-configs "$GEMV_CONFIGS"} | tee -a "$OUT/profile.log"
       ;;
     bench-gemv)
       python3 benchmarks/bench_gpu_kernels.py --only gemv --result-filename "$OUT/kernels.jsonl"

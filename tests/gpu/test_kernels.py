@@ -19,7 +19,7 @@ from radixlm.kernels.decode_attention import (  # noqa: E402
     decode_num_splits,
 )
 from radixlm.kernels.extend_attention import extend_attention  # noqa: E402
-from radixlm.kernels.gemv import gemv  # noqa: E402
+from radixlm.kernels.gemv import GemvConfig, gemv  # noqa: E402
 from radixlm.kernels.kv_indices import gather_kv_indices  # noqa: E402
 from radixlm.kernels.kv_store import store_kv  # noqa: E402
 from radixlm.kernels.rmsnorm import rmsnorm  # noqa: E402
@@ -275,3 +275,59 @@ def test_gemv_matches_linear(dtype, shape, with_bias):
     out = gemv(x, weight, bias)
     assert out.shape == (1, n)
     assert rel_err(out, ref.linear_reference(x, weight, bias)) < ELEMENTWISE_TOL[dtype] + 1e-6
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        GemvConfig(4, 1024, 4, 3, prefetch_k=4096, evict_first=True),
+        GemvConfig(8, 512, 4, 2, prefetch_k=1024),
+        GemvConfig(32, 256, 8, 4, evict_first=True),
+    ],
+)
+@pytest.mark.parametrize("shape", [(4096, 14336), (37, 300)])
+def test_gemv_configs_compute_the_same_product(config, shape):
+    """Tiles that do not divide the shape, prefetches past the row's end, eviction hints."""
+    n, k = shape
+    x = torch.randn(1, k, device=DEVICE).to(torch.bfloat16)
+    weight = torch.randn(n, k, device=DEVICE).to(torch.bfloat16)
+    out = gemv(x, weight, config=config)
+    assert rel_err(out, ref.linear_reference(x, weight)) < ELEMENTWISE_TOL[torch.bfloat16]
+
+
+def test_pdl_chain_replays_in_a_cuda_graph():
+    """A decode layer's MLP as our kernels run it (norm, GEMV, SiLU-and-mul, GEMV, norm with
+    the residual), each kernel reading its predecessor's output, launched with PDL where the
+    GPU has it, captured once and replayed on new inputs: every kernel must see the writes of
+    the one before (a missing wait shows as stale or partial rows)."""
+    hidden, intermediate, eps = 4096, 14336, 1e-5
+    dtype = torch.bfloat16
+    norm_weight = (1 + 0.1 * torch.randn(hidden, device=DEVICE)).to(dtype)
+    gate_up_weight = (torch.randn(2 * intermediate, hidden, device=DEVICE) / 64).to(dtype)
+    down_weight = (torch.randn(hidden, intermediate, device=DEVICE) / 120).to(dtype)
+    x = torch.randn(1, hidden, device=DEVICE, dtype=dtype)
+    residual = torch.randn_like(x)
+
+    def ours() -> torch.Tensor:
+        h = rmsnorm(x, norm_weight, eps)
+        h = gemv(silu_and_mul(gemv(h, gate_up_weight)), down_weight)
+        return rmsnorm(h, norm_weight, eps, residual)
+
+    def reference(residual_before: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = ref.rmsnorm_reference(x, norm_weight, eps)[0]
+        gate_up = ref.linear_reference(h, gate_up_weight)
+        h = ref.linear_reference(ref.silu_and_mul_reference(gate_up), down_weight)
+        return ref.rmsnorm_reference(h, norm_weight, eps, residual_before)
+
+    ours()  # compile outside the capture
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = ours()
+    for _ in range(3):
+        x.normal_()
+        residual.normal_()
+        expected, expected_sum = reference(residual.clone())
+        out.fill_(float("nan"))
+        graph.replay()
+        assert rel_err(out, expected) < 2e-2
+        assert rel_err(residual, expected_sum) < 2e-2
