@@ -7,8 +7,8 @@ Builds a dummy-weight runner, prefills one sequence, then
     so the matmuls' share can be set against the bytes they must read (PDL off, so that each
     kernel's time is its own),
   * with ``--variants``, re-captures the graph and times its replay with PDL off and on, with
-    one GEMV config for every shape against the per-shape table (with and without its L2
-    prefetch and eviction hint) and against ``--gemv-configs`` (the gemv rows of
+    one GEMV config for every shape against the per-shape table (with and without its
+    evict-first hint) and against ``--gemv-configs`` (the gemv rows of
     bench_gpu_kernels.py's results), in three interleaved rounds.
 
     python benchmarks/bench_gpu_profile.py --model-path llama-3.1-8b --attention-backend triton
@@ -79,7 +79,6 @@ def time_variants(runner: ModelRunner, batch: ForwardBatch, tuned_path: str | No
         "pdl on, one config": (True, {}),
         "pdl off, per-shape table": (False, table),
         "pdl on, per-shape table": (True, table),
-        "pdl on, table without prefetch": (True, table_with(prefetch_k=0)),
         "pdl on, table without evict-first": (True, table_with(evict_first=False)),
     }
     if tuned_path:

@@ -3,8 +3,10 @@
 # Run from the repo root on the device after `source .device/env.sh`, with a model folder holding
 # a real config.json plus a tokenizer (weights are random: --load-format dummy), e.g.
 #   MODEL=.device/llama8b bash benchmarks/gpu_serving_suite.sh
-# PARTS picks what runs: offline (random-ids 1024/1024), gsp-on and gsp-off (shared prefix,
-# radix cache on / off). Defaults are the full shapes (1000 prompts, 64 x 16 groups);
+# PARTS picks what runs: offline (random-ids 1024/1024), itl (one request at a time, random-ids
+# 1024/256, ITL_PROMPTS of them: the server's batch-1 inter-token latency), gsp-on and gsp-off
+# (shared prefix, radix cache on / off). Defaults are the full shapes (1000 prompts,
+# 64 x 16 groups);
 # BENCH_TIMEOUT bounds each client run so a slow part cannot eat the whole device call.
 set -uo pipefail
 OUT=${OUT:-$PWD/gpu-out}
@@ -13,6 +15,7 @@ BACKEND=${BACKEND:-triton}
 NUM_PROMPTS=${NUM_PROMPTS:-1000}
 GSP_GROUPS=${GSP_GROUPS:-64}
 PARTS=${PARTS:-"offline gsp-on gsp-off"}
+ITL_PROMPTS=${ITL_PROMPTS:-16}
 BENCH_TIMEOUT=${BENCH_TIMEOUT:-400}
 CUDA_GRAPH_MAX_BS=${CUDA_GRAPH_MAX_BS:-512}
 SERVER_ARGS=${SERVER_ARGS:-}  # more server flags, e.g. --disable-overlap-schedule
@@ -52,9 +55,13 @@ stop_server() {  # tag: the scheduler's periodic decode lines show the running b
   grep -E "Decode batch" "$OUT/server-$1.log" | awk 'NR % 10 == 0' | tail -12
 }
 
-if has offline || has gsp-on; then
+if has offline || has itl || has gsp-on; then
   echo "=== radix cache on $(date -u +%T)"
   if start_server cache-on; then
+    if has itl; then
+      bench itl --dataset-name random-ids --random-input-len 1024 --random-output-len 256 \
+        --random-range-ratio 1.0 --num-prompts "$ITL_PROMPTS" --max-concurrency 1
+    fi
     if has offline; then
       bench offline --dataset-name random-ids --random-input-len 1024 --random-output-len 1024 \
         --random-range-ratio 1.0 --num-prompts "$NUM_PROMPTS"

@@ -2,10 +2,9 @@
 
 At one token a linear layer is a pure weight stream: every byte of W is read once and used
 for two flops. This kernel gives each program a block of output rows and walks K with wide,
-coalesced loads, keeping several tiles in flight. Launched with PDL (see pdl.py), a program
-starts while the previous kernel (a norm, the attention, SiLU-and-mul) still runs and pulls
-the first lines of its rows into L2 before it waits for x, so the weight stream does not
-stop at kernel boundaries. Reference: ``kernels.reference.linear_reference``.
+coalesced loads, keeping several tiles in flight. Launched with PDL (see pdl.py), its
+programs are resident before the previous kernel (a norm, the attention, SiLU-and-mul) ends.
+Reference: ``kernels.reference.linear_reference``.
 """
 
 from __future__ import annotations
@@ -16,7 +15,7 @@ import torch
 import triton
 import triton.language as tl
 
-from radixlm.kernels.pdl import launch_next, pdl_options, prefetch_l2, wait_for_previous
+from radixlm.kernels.pdl import pdl_options, start_after_previous
 
 
 class GemvConfig(NamedTuple):
@@ -24,16 +23,17 @@ class GemvConfig(NamedTuple):
     block_k: int  # columns per loop step
     num_warps: int
     num_stages: int
-    prefetch_k: int = 0  # weights per row pulled into L2 before waiting for x (PDL launches)
-    evict_first: bool = False  # weight loads marked evict-first in L2
+    # Weight loads marked evict-first: each weight line is read once a step, so L2 is better
+    # spent on what is read again (x, the activations between kernels).
+    evict_first: bool = False
 
 
 DEFAULT_CONFIG = GemvConfig(16, 512, 8, 3)
 # Per-shape (n, k) configs: the best of benchmarks/bench_gpu_kernels.py's sweep on an H100
 # (each GEMV after a norm, launched with PDL; docs/gpu.md). Llama-3.1-8B's linears.
 TUNED: dict[tuple[int, int], GemvConfig] = {
-    (6144, 4096): GemvConfig(8, 1024, 8, 3, prefetch_k=1024, evict_first=True),  # q/k/v
-    (4096, 4096): GemvConfig(16, 1024, 8, 3, prefetch_k=1024, evict_first=True),  # o
+    (6144, 4096): GemvConfig(8, 1024, 8, 3, evict_first=True),  # q/k/v
+    (4096, 4096): GemvConfig(16, 1024, 8, 3, evict_first=True),  # o
     (28672, 4096): GemvConfig(8, 1024, 8, 3, evict_first=True),  # gate/up
     (4096, 14336): GemvConfig(16, 1024, 8, 3, evict_first=True),  # down
     (128256, 4096): GemvConfig(8, 1024, 8, 3, evict_first=True),  # LM head
@@ -56,20 +56,12 @@ def _gemv_kernel(
     HAS_BIAS: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
-    PREFETCH_LINES: tl.constexpr,  # 128-byte lines per row prefetched before the wait
-    LINE: tl.constexpr,  # weights per 128-byte line
     EVICTION: tl.constexpr,  # eviction policy of the weight loads
     PDL: tl.constexpr,
 ):
+    start_after_previous(PDL)
     offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     mask_n = offs_n < N
-    launch_next(PDL)
-    if PREFETCH_LINES > 0:
-        # W is no kernel's output: its head can stream in while the previous kernel finishes.
-        rows = tl.minimum(offs_n, N - 1).to(tl.int64) * stride_wn
-        cols = tl.minimum(tl.arange(0, PREFETCH_LINES) * LINE, K - 1)
-        prefetch_l2(W + rows[:, None] + cols[None, :])
-    wait_for_previous(PDL)
     acc = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
     for k_start in range(0, K, BLOCK_K):
         offs_k = k_start + tl.arange(0, BLOCK_K)
@@ -110,10 +102,6 @@ def gemv(
     assert x.shape[0] == 1 and x.stride(-1) == 1 and weight.stride(1) == 1
     n, k = weight.shape
     config = config or config_for(n, k)
-    pdl = pdl_options(x.device)
-    line = 128 // weight.element_size()
-    # Prefetching only pays while a previous kernel runs, i.e. under PDL.
-    prefetch_lines = min(config.prefetch_k // line, triton.next_power_of_2(triton.cdiv(k, line)))
     y = torch.empty((1, n), dtype=x.dtype, device=x.device)
     _gemv_kernel[(triton.cdiv(n, config.block_n),)](
         x,
@@ -126,11 +114,9 @@ def gemv(
         HAS_BIAS=bias is not None,
         BLOCK_N=config.block_n,
         BLOCK_K=min(config.block_k, triton.next_power_of_2(k)),
-        PREFETCH_LINES=prefetch_lines if pdl["PDL"] else 0,
-        LINE=line,
         EVICTION="evict_first" if config.evict_first else "",
         num_warps=config.num_warps,
         num_stages=config.num_stages,
-        **pdl,
+        **pdl_options(x.device),
     )
     return y
