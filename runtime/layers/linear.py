@@ -60,7 +60,7 @@ class LinearBase(nn.Module):
             )
         if x.is_cuda and x.dim() == 2 and x.shape[0] == 1 and x.dtype != torch.float32:
             # One 16-bit row (batch-1 decode) is a pure weight stream; for most shapes our
-            # Triton GEMV reads it 5-18% faster than cuBLAS (benchmarks/bench_gpu_kernels.py).
+            # Triton GEMV reads it 5-24% faster than cuBLAS (benchmarks/bench_gpu_kernels.py).
             # Imported here: kernels/ needs triton, which CPU installs do not have.
             from radixlm.kernels.gemv import gemv, gemv_pays
 
