@@ -26,12 +26,9 @@ logger = logging.getLogger(__name__)
 READY_TIMEOUT_S = 900.0  # first start converts the GGUF and may compile kernels
 # glibc returns large freed blocks to the OS at once, so every step's multi-MB logits and
 # activation tensors fault their pages back in; keeping them mapped speeds CPU steps up ~1.5x.
-# Spinning OpenMP threads steal the cores the HTTP and detokenizer processes need (measured 5-10x
-# slower steps on 2 cores), so idle threads sleep instead.
 CHILD_ENV = {
     "MALLOC_MMAP_THRESHOLD_": "33554432",
     "MALLOC_TRIM_THRESHOLD_": "1073741824",
-    "OMP_WAIT_POLICY": "PASSIVE",
 }
 
 

@@ -11,6 +11,11 @@ number of new tokens (again at most doubling) and padded to one query block per 
 causal mask over prefix + new tokens; long extends (prompt chunks) attend sequence by sequence.
 So forced tokens cost a few gathers and SDPA calls per layer, not one per sequence.
 
+On CPU, decode rows go to a compiled kernel (kernels/cpu_decode_attention.py) that reads
+each sequence's K/V where it lies in the pool, instead of the gather + SDPA: one pass over the
+K/V bytes instead of three, no padding (so no length groups), and per-row arithmetic that does
+not depend on the batch. Without a compiler the gather path below runs.
+
 GQA in decode without copying K/V: query heads ``kv * group .. kv * group + group - 1`` share
 KV head ``kv`` (HF's repeat_kv order), so viewing q as (batch, kv_heads, group, head_dim) lets
 the group ride along the query-length axis of a plain multi-head call.
@@ -23,6 +28,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from radixlm.kernels.cpu_decode_attention import CpuDecodeAttention, load_cpu_decode_attention
 from radixlm.runtime.attention.base import AttentionBackend
 from radixlm.runtime.forward_batch import ForwardBatch, ForwardMode
 from radixlm.runtime.memory_pool import KVCache, ReqToTokenPool
@@ -40,7 +46,8 @@ class _DecodeGroup:
     # (group_size,) rows of q (= batch rows in decode, token rows in extend) of this group;
     # None: the whole batch
     rows: torch.Tensor | None
-    kv_index: torch.Tensor  # (group_size * max_len,) KV slots, row-major per sequence, padded
+    slots: torch.Tensor  # (group_size, max_len) KV slots per sequence, padded with stale ones
+    seq_lens: torch.Tensor  # (group_size,)
     max_len: int
     mask: torch.Tensor | None  # (group_size, 1, 1, max_len) True = attend; None when unpadded
 
@@ -73,13 +80,17 @@ class _ExtendGroup:
 class TorchAttentionBackend(AttentionBackend):
     def __init__(self, kv_cache: KVCache, req_to_token_pool: ReqToTokenPool) -> None:
         super().__init__(kv_cache, req_to_token_pool)
+        on_cpu = req_to_token_pool.req_to_token.device.type == "cpu"
+        self._decode_kernel: CpuDecodeAttention | None = (
+            load_cpu_decode_attention() if on_cpu else None
+        )
         self._out_cache_loc = torch.empty(0, dtype=torch.int64)
         self._plan: list[_DecodeGroup | _ExtendSeq | _ExtendGroup] = []
 
     def prepare(self, batch: ForwardBatch) -> None:
         self._out_cache_loc = batch.out_cache_loc
         if batch.mode is ForwardMode.DECODE:
-            groups = _length_groups(batch.seq_lens_cpu)
+            groups = self._decode_groups(batch.seq_lens_cpu)
             self._plan = [self._decode_group(batch, rows, len(groups) > 1) for rows in groups]
             return
         self._plan = []
@@ -96,7 +107,7 @@ class TorchAttentionBackend(AttentionBackend):
                 self._plan.append(self._extend_seq(batch, i, starts[i]))
         if single:
             lens = tuple(batch.seq_lens_cpu[i] for i in single)
-            for rows in _length_groups(lens):
+            for rows in self._decode_groups(lens):
                 seqs = [single[r] for r in rows]
                 self._plan.append(
                     self._decode_group(batch, seqs, True, token_rows=[starts[i] for i in seqs])
@@ -105,6 +116,11 @@ class TorchAttentionBackend(AttentionBackend):
             for rows in _length_groups(tuple(batch.extend_lens_cpu[i] for i in short)):
                 seqs = [short[r] for r in rows]
                 self._plan.append(self._extend_group(batch, seqs, [starts[i] for i in seqs]))
+
+    def _decode_groups(self, seq_lens: tuple[int, ...]) -> list[list[int]]:
+        if self._decode_kernel is not None:  # no padding: one group
+            return [list(range(len(seq_lens)))]
+        return _length_groups(seq_lens)
 
     def _extend_seq(self, batch: ForwardBatch, i: int, start: int) -> _ExtendSeq:
         req_to_token = self.req_to_token_pool.req_to_token
@@ -185,12 +201,12 @@ class TorchAttentionBackend(AttentionBackend):
         # (group, max_len): slots past a sequence's end are stale but valid pool indices.
         slots = self.req_to_token_pool.req_to_token[req_pool_indices, :max_len]
         mask = None
-        if min(seq_lens) != max_len:
+        if min(seq_lens) != max_len and self._decode_kernel is None:
             positions = torch.arange(max_len, device=device)
             mask = (positions[None, :] < group_seq_lens[:, None]).view(-1, 1, 1, max_len)
         if token_rows is not None:
             rows_tensor = torch.tensor(token_rows, dtype=torch.int64, device=device)
-        return _DecodeGroup(rows_tensor, slots.reshape(-1), max_len, mask)
+        return _DecodeGroup(rows_tensor, slots, group_seq_lens, max_len, mask)
 
     def forward(
         self,
@@ -205,7 +221,7 @@ class TorchAttentionBackend(AttentionBackend):
         v_buffer = self.kv_cache.v_buffer[layer_id]
         plan = self._plan
         if len(plan) == 1 and isinstance(plan[0], _DecodeGroup) and plan[0].rows is None:
-            return _decode_attention(plan[0], q, k_buffer, v_buffer, scaling)
+            return _decode_attention(plan[0], q, k_buffer, v_buffer, scaling, self._decode_kernel)
         if len(plan) == 1 and isinstance(plan[0], _ExtendSeq):
             return _extend_attention(plan[0], q, k_buffer, v_buffer, scaling)
         out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
@@ -213,7 +229,11 @@ class TorchAttentionBackend(AttentionBackend):
             if isinstance(part, _DecodeGroup):
                 group_q = q.index_select(0, part.rows)
                 out.index_copy_(
-                    0, part.rows, _decode_attention(part, group_q, k_buffer, v_buffer, scaling)
+                    0,
+                    part.rows,
+                    _decode_attention(
+                        part, group_q, k_buffer, v_buffer, scaling, self._decode_kernel
+                    ),
                 )
             elif isinstance(part, _ExtendSeq):
                 out[part.start : part.start + part.num_new] = _extend_attention(
@@ -244,13 +264,20 @@ def _decode_attention(
     k_buffer: torch.Tensor,
     v_buffer: torch.Tensor,
     scaling: float,
+    kernel: CpuDecodeAttention | None,
 ) -> torch.Tensor:  # (group_size, heads, dim)
+    if kernel is not None:
+        out = kernel(
+            q.float().contiguous(), k_buffer, v_buffer, group.slots, group.seq_lens, scaling
+        )
+        return out.to(q.dtype)
     group_size, num_heads, head_dim = q.shape
     num_kv_heads = k_buffer.shape[1]
     # (group, max_len, kv_heads, head_dim) -> (group, kv_heads, max_len, head_dim)
     shape = (group_size, group.max_len, num_kv_heads, head_dim)
-    keys = k_buffer.index_select(0, group.kv_index).view(shape)
-    values = v_buffer.index_select(0, group.kv_index).view(shape)
+    kv_index = group.slots.reshape(-1)
+    keys = k_buffer.index_select(0, kv_index).view(shape)
+    values = v_buffer.index_select(0, kv_index).view(shape)
     out = F.scaled_dot_product_attention(
         q.view(group_size, num_kv_heads, num_heads // num_kv_heads, head_dim),
         keys.transpose(1, 2),

@@ -20,11 +20,12 @@ from __future__ import annotations
 import torch
 
 GROUP_SIZE = 32
-# Passes with more rows than this use the float32 copy. The CPU's default max running requests:
-# every decode batch then takes the int4 path like a request alone does, so greedy outputs do
-# not depend on batch neighbours (the kernel's rows are batch-invariant; summation order across
-# the two paths is not). Decode batches of 8-32 measured no slower than the float32 path.
-INT4_MAX_ROWS = 128
+# Passes with more rows than this use the float32 copy. The int4 kernel wins while a pass is a
+# weight stream; past a few rows oneDNN's float32 GEMM is faster (AMD EPYC, AVX2, 2 cores, whole
+# decode steps of the default model: 8 rows 52 vs 64 ms, 16 rows even, 32 rows 176 vs 131 ms).
+# Both paths compute the same bf16-rounded products, in a different float32 summation order, so
+# a request's logits move by float32 rounding when its batch crosses this size.
+INT4_MAX_ROWS = 8
 _COMPUTE_DTYPE = torch.bfloat16  # the kernel's only fast activation dtype on AVX-512 CPUs
 _INNER_K_TILES = 8  # packing parameter of torch's int4 CPU layout
 
