@@ -14,20 +14,27 @@ from tests.runtime.conftest import save_tiny_hf_model
 from tests.runtime.test_model_vs_hf import TINY_CONFIGS, VOCAB, assert_logits_close
 
 
-@pytest.fixture(scope="module")
-def tiny_runner(tmp_path_factory, default_model):
+@pytest.fixture(scope="module", params=["cpu_kernel", "gather"])
+def tiny_runner(request, tmp_path_factory, default_model):
+    """Decode rows through the compiled CPU kernel, and through the gather + SDPA path that
+    CUDA tensors and machines without a compiler take."""
     # Llama-3 tiny: GQA 4:1, so the grouped-query views are exercised.
     model_dir = save_tiny_hf_model(
         TINY_CONFIGS["llama3"](), tmp_path_factory.mktemp("llama3"), default_model.tokenizer_dir
     )
     resolved = resolve_model(str(model_dir))
-    return ModelRunner(
+    runner = ModelRunner(
         ModelConfig.from_dir(resolved.model_dir),
         resolved,
         max_total_tokens=1024,
         max_running_requests=8,
         context_len=256,
     )
+    if request.param == "gather":
+        runner.attn_backend._decode_kernel = None
+    elif runner.attn_backend._decode_kernel is None:
+        pytest.skip("no C++ compiler for the CPU kernel")
+    return runner
 
 
 def random_ids(n: int, seed: int) -> list[int]:
