@@ -37,6 +37,8 @@ class FakeNativeServer:
         self.fail: Callable[[dict], tuple[int, Any] | None] = lambda body: None
         self.delay_s = 0.0
         self.stream_chunk_chars = 3
+        # Pause between SSE events, so a test can rely on the client seeing them one by one.
+        self.stream_chunk_delay_s = 0.0
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
@@ -174,6 +176,7 @@ class FakeNativeServer:
                 text = result["text"]
                 step = server.stream_chunk_chars
                 for end in list(range(step, len(text), step)) + [len(text)]:
+                    time.sleep(server.stream_chunk_delay_s)
                     event = {"text": text[:end], "meta_info": result["meta_info"] | {"n": end}}
                     self.wfile.write(b"data: " + json.dumps(event).encode() + b"\n\n")
                     self.wfile.flush()
