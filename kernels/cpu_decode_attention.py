@@ -10,7 +10,8 @@ the ``num_heads / num_kv_heads`` query heads that share its KV head. Each item's
 does not depend on the other rows of the batch, so a sequence gets the same output alone or
 batched. Built once per machine with torch's C++ extension loader (cached under
 ``~/.cache/torch_extensions``); ``load_cpu_decode_attention`` returns None when no compiler
-is available, and callers keep the torch path. Reference: ``kernels.reference.paged_attention_reference``.
+is available, and callers keep the torch path.
+Reference: ``kernels.reference.paged_attention_reference``.
 
 Layouts:
   q        (batch, num_heads, head_dim) float32
@@ -76,11 +77,15 @@ static void run(const float* q, const KV* k, const KV* v, const int64_t* slots,
       const int64_t len = seq_lens[b];
       const int64_t* seq_slots = slots + b * max_len;
       const float* q_group = q + (b * num_heads + kv_head * group) * head_dim;
+      // This head's row of token t; slots are scattered through the pool, so each loop asks
+      // for the rows kPrefetch tokens ahead.
+      auto row_at = [&](const KV* buffer, int64_t t) {
+        return buffer + seq_slots[t] * row_stride + kv_head * head_dim;
+      };
       scores.assign(group * len, 0.f);
       for (int64_t t = 0; t < len; ++t) {
-        // Slots are scattered through the pool: ask for the rows a few steps ahead.
-        if (t + kPrefetch < len) prefetch_row(k + seq_slots[t + kPrefetch] * row_stride + kv_head * head_dim, head_dim);
-        load_row(k + seq_slots[t] * row_stride + kv_head * head_dim, row.data(), head_dim);
+        if (t + kPrefetch < len) prefetch_row(row_at(k, t + kPrefetch), head_dim);
+        load_row(row_at(k, t), row.data(), head_dim);
         for (int64_t g = 0; g < group; ++g) {
           const float* qg = q_group + g * head_dim;
           float dot = 0.f;
@@ -97,8 +102,8 @@ static void run(const float* q, const KV* k, const KV* v, const int64_t* slots,
       }
       acc.assign(group * head_dim, 0.f);
       for (int64_t t = 0; t < len; ++t) {
-        if (t + kPrefetch < len) prefetch_row(v + seq_slots[t + kPrefetch] * row_stride + kv_head * head_dim, head_dim);
-        load_row(v + seq_slots[t] * row_stride + kv_head * head_dim, row.data(), head_dim);
+        if (t + kPrefetch < len) prefetch_row(row_at(v, t + kPrefetch), head_dim);
+        load_row(row_at(v, t), row.data(), head_dim);
         for (int64_t g = 0; g < group; ++g) {
           const float p = scores[g * len + t];
           float* a = acc.data() + g * head_dim;
