@@ -78,8 +78,8 @@ def time_decode_steps(
 
 
 def linear_weight_bytes(linear: LinearBase) -> int:
-    if linear.int4_weight is not None:
-        return linear.int4_weight.nbytes()
+    if linear.quantized_weight is not None:
+        return linear.quantized_weight.nbytes()
     weight = linear.packed_weight if linear.packed_weight is not None else linear.weight
     return weight.numel() * weight.element_size()
 

@@ -5,9 +5,16 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import os
 from pathlib import Path
 
-DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "jsonschemabench"
+# Beside the checkout; JSONSCHEMABENCH_DIR points elsewhere (e.g. a copy carried to another machine).
+DATA_DIR = Path(
+    os.environ.get(
+        "JSONSCHEMABENCH_DIR",
+        Path(__file__).resolve().parents[2] / "shared" / "data" / "jsonschemabench",
+    )
+)
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 

@@ -6,6 +6,12 @@ a valid instance with a masked token (or not accepting at the end) is "wrongly r
 invalid instance that walks through to an accepting state is "wrongly accepted".
 
     python benchmarks/jsonschemabench_coverage.py --per-subset 10 --timeout 10 --out results.json
+
+Many cores: run shards side by side, then print one table from their outputs.
+
+    for i in 0 1 2 3; do python benchmarks/jsonschemabench_coverage.py --per-subset 1000 \
+        --shard $i/4 --out shard$i.json & done; wait
+    python benchmarks/jsonschemabench_coverage.py --merge shard*.json
 """
 
 from __future__ import annotations
@@ -110,13 +116,23 @@ def main() -> None:
     parser.add_argument("--compact", action="store_true", help="compact JSON (no whitespace)")
     parser.add_argument("--tokenizer-dir", default=None)
     parser.add_argument("--out", default=None, help="write per-schema rows as JSON here")
+    parser.add_argument("--shard", default="0/1", help="I/N: every N-th sampled file from the I-th")
+    parser.add_argument("--merge", nargs="+", help="print the table of these --out files instead")
     args = parser.parse_args()
+    if args.merge:
+        merged: dict[str, list[dict]] = collections.defaultdict(list)
+        for path in args.merge:
+            for name, rows in json.loads(Path(path).read_text()).items():
+                merged[name].extend(rows)
+        print(summary_table(dict(merged)))
+        return
 
     from radixlm.runtime.grammar_vocab import vocab_from_hf_tokenizer
 
     tokenizer = load_tokenizer(args.tokenizer_dir)
     vocab = vocab_from_hf_tokenizer(tokenizer)
-    files = sample_files(args.per_subset)
+    index, count = (int(part) for part in args.shard.split("/"))
+    files = sample_files(args.per_subset)[index::count]
     results = {}
     for name in args.backends.split(","):
         results[name] = run_backend(name, vocab, tokenizer, files, args.timeout, args.compact)

@@ -23,13 +23,11 @@ Layouts:
 
 from __future__ import annotations
 
-import functools
-import logging
 from typing import Protocol
 
 import torch
 
-logger = logging.getLogger(__name__)
+from radixlm.kernels.cpu_extension import load_cpu_extension
 
 _SOURCE = r"""
 #include <torch/extension.h>
@@ -161,20 +159,8 @@ class CpuDecodeAttention(Protocol):
     ) -> torch.Tensor: ...
 
 
-@functools.cache
 def load_cpu_decode_attention() -> CpuDecodeAttention | None:
     """The compiled kernel (built on first use, then loaded from the cache), or None if this
     machine cannot build it."""
-    from torch.utils import cpp_extension
-
-    try:
-        module = cpp_extension.load_inline(
-            name="radixlm_cpu_decode_attention",
-            cpp_sources=[_SOURCE],
-            functions=["decode_attention"],
-            extra_cflags=["-O3", "-march=native", "-fopenmp"],
-        )
-    except (OSError, RuntimeError, ImportError) as exc:  # no compiler, headers or ninja
-        logger.warning("CPU decode attention kernel unavailable, using torch: %s", exc)
-        return None
-    return module.decode_attention
+    module = load_cpu_extension("radixlm_cpu_decode_attention", _SOURCE, ("decode_attention",))
+    return None if module is None else module.decode_attention

@@ -105,3 +105,17 @@ def linear_reference(
     if bias is not None:
         out = out + bias.float()
     return out.to(x.dtype)
+
+
+def quantize_activations_reference(x: torch.Tensor) -> torch.Tensor:
+    """The float32 values the quantized CPU matmul multiplies for activations ``x`` (rows, K):
+    each block of 32 rounded to int8 steps of ``absmax / 127``."""
+    blocks = x.float().reshape(x.shape[0], -1, 32)
+    scale = blocks.abs().amax(dim=-1, keepdim=True) / 127
+    q = torch.where(scale > 0, blocks / scale, torch.zeros_like(blocks)).round()
+    return (q * scale).reshape(x.shape)
+
+
+def quantized_matmul_reference(x: torch.Tensor, dequantized_weight: torch.Tensor) -> torch.Tensor:
+    """What ``q4_1_matmul`` / ``q8_0_matmul`` compute, up to float32 summation order."""
+    return quantize_activations_reference(x).double() @ dequantized_weight.double().T

@@ -13,8 +13,8 @@ from radixlm.runtime.attention.base import get_attention_backend_class
 from radixlm.runtime.cuda_graph_runner import CudaGraphRunner
 from radixlm.runtime.forward_batch import ForwardBatch
 from radixlm.runtime.layers.embedding import LMHead
-from radixlm.runtime.layers.int4_cpu import int4_cpu_supported
 from radixlm.runtime.layers.linear import LinearBase, cpu_prepack_supported
+from radixlm.runtime.layers.quantized_cpu import quantized_cpu_supported
 from radixlm.runtime.memory_pool import KVCache, KVSlotAllocator, ReqToTokenPool
 from radixlm.runtime.model_config import ModelConfig
 from radixlm.runtime.model_loader.resolve import ResolvedModel
@@ -28,7 +28,7 @@ def default_dtype_for(device: torch.device) -> torch.dtype:
     return torch.bfloat16 if device.type == "cuda" else torch.float32
 
 
-# GGUF types that int4 groups hold exactly (see layers/int4_cpu.py).
+# GGUF types that Q4_1 blocks hold exactly (see layers/quantized_cpu.py).
 _LOSSLESS_INT4_SOURCES = {"Q4_1"}
 
 
@@ -40,7 +40,7 @@ def resolve_quantization(
     everything else in float; "int4" quantizes any checkpoint."""
     if requested not in QUANTIZATIONS:
         raise ValueError(f"unknown quantization {requested!r}; choose from {QUANTIZATIONS}")
-    # int4 layers keep a oneDNN-packed float32 copy for big passes (see layers/int4_cpu.py).
+    # Quantized layers keep a oneDNN-packed float32 copy for big passes (layers/quantized_cpu.py).
     int4_runs_here = cpu_prepack_supported(device, dtype)
     if requested == "int4" and not int4_runs_here:
         raise ValueError("--quantization int4 runs on CPU with --dtype float32 only")
@@ -131,8 +131,8 @@ class ModelRunner:
         self.max_total_tokens = max_total_tokens
         self.req_to_token_pool = ReqToTokenPool(max_running_requests, context_len, self.device)
         self.token_allocator = KVSlotAllocator(max_total_tokens)
-        # With int4 weights every matmul already takes bfloat16 inputs; bfloat16 K/V halve the
-        # bytes a CPU decode step gathers and attends over (its other big memory stream).
+        # int4 mode already trades exactness for speed; bfloat16 K/V halve the bytes a CPU
+        # decode step attends over (its other big memory stream).
         self.kv_cache_dtype = torch.bfloat16 if self.quantization == "int4" else self.dtype
         self.kv_cache = KVCache(
             max_total_tokens,
@@ -164,13 +164,11 @@ class ModelRunner:
         for module in self.model.modules():
             if not isinstance(module, LinearBase):
                 continue
-            # The LM head stays in float: it is the tied embedding (Q8_0 in the default GGUF).
-            if (
-                self.quantization == "int4"
-                and not isinstance(module, LMHead)
-                and int4_cpu_supported(self.device, module.weight.shape[1])
+            # The LM head gets 8 bits: it is the tied embedding, Q8_0 in the default GGUF.
+            if self.quantization == "int4" and quantized_cpu_supported(
+                self.device, module.weight.shape[1]
             ):
-                module.quantize_int4_for_cpu()
+                module.quantize_for_cpu("q8_0" if isinstance(module, LMHead) else "q4_1")
             elif prepack:
                 module.prepack_for_cpu()
 

@@ -220,6 +220,17 @@ class TorchAttentionBackend(AttentionBackend):
         k_buffer = self.kv_cache.k_buffer[layer_id]
         v_buffer = self.kv_cache.v_buffer[layer_id]
         plan = self._plan
+        only_decode = len(plan) == 1 and isinstance(plan[0], _DecodeGroup) and plan[0].rows is None
+        if only_decode and self._decode_kernel is not None:
+            # The kernel reads float32 queries beside K/V of any width.
+            return _decode_attention(plan[0], q, k_buffer, v_buffer, scaling, self._decode_kernel)
+        # SDPA wants the queries in the K/V dtype (bfloat16 K/V beside float32 activations).
+        return self._sdpa_forward(q.to(k_buffer.dtype), k_buffer, v_buffer, scaling).to(q.dtype)
+
+    def _sdpa_forward(
+        self, q: torch.Tensor, k_buffer: torch.Tensor, v_buffer: torch.Tensor, scaling: float
+    ) -> torch.Tensor:
+        plan = self._plan
         if len(plan) == 1 and isinstance(plan[0], _DecodeGroup) and plan[0].rows is None:
             return _decode_attention(plan[0], q, k_buffer, v_buffer, scaling, self._decode_kernel)
         if len(plan) == 1 and isinstance(plan[0], _ExtendSeq):

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from radixlm.kernels.cpu_norm_rotary import cpu_norm_rotary_for
+
 
 class RMSNorm(nn.Module):
     def __init__(self, hidden_size: int, eps: float) -> None:
@@ -19,6 +21,9 @@ class RMSNorm(nn.Module):
             from radixlm.kernels.rmsnorm import rmsnorm
 
             return rmsnorm(x, self.weight, self.eps)
+        ops = cpu_norm_rotary_for(x)
+        if ops is not None and x.dim() == 2 and x.is_contiguous():
+            return ops.rms_norm(x, self.weight, self.eps)
         return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
 
     def forward_with_residual(
@@ -29,5 +34,8 @@ class RMSNorm(nn.Module):
             from radixlm.kernels.rmsnorm import rmsnorm
 
             return rmsnorm(x, self.weight, self.eps, residual), residual  # one fused pass
+        ops = cpu_norm_rotary_for(x, residual)
+        if ops is not None and x.dim() == 2 and x.is_contiguous() and residual.is_contiguous():
+            return ops.add_rms_norm(x, residual, self.weight, self.eps), residual
         residual = residual.add_(x)
         return F.rms_norm(residual, self.weight.shape, self.weight, self.eps), residual

@@ -7,8 +7,8 @@ Weights are created uninitialized: the runner loads them or fills them with a du
 On CPU in float32 the runner calls ``prepack_for_cpu`` once the weights are final: oneDNN's
 blocked weight layout makes batched matmuls (decode batches, prefill) 2-4x faster than
 ``F.linear`` on plain weights, which re-packs the weight on every call; one-row matmuls
-(batch-1 decode) run as fast as before. With int4 quantization it calls ``quantize_int4_for_cpu``
-instead (see int4_cpu.py).
+(batch-1 decode) run as fast as before. With int4 quantization it calls ``quantize_for_cpu``
+instead (see quantized_cpu.py).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from radixlm.runtime.layers.int4_cpu import Int4Weight
+from radixlm.runtime.layers.quantized_cpu import QuantFormat, QuantizedWeight
 
 
 def cpu_prepack_supported(device: torch.device, dtype: torch.dtype) -> bool:
@@ -25,7 +25,7 @@ def cpu_prepack_supported(device: torch.device, dtype: torch.dtype) -> bool:
 
 
 class LinearBase(nn.Module):
-    """``y = x W^T + b`` on a plain weight, or on its oneDNN-packed or int4 copy."""
+    """``y = x W^T + b`` on a plain weight, or on its oneDNN-packed or quantized copy."""
 
     weight: nn.Parameter | None
     bias: nn.Parameter | None
@@ -33,7 +33,7 @@ class LinearBase(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.packed_weight: torch.Tensor | None = None
-        self.int4_weight: Int4Weight | None = None
+        self.quantized_weight: QuantizedWeight | None = None
 
     def prepack_for_cpu(self) -> None:
         """Replaces the plain weight by oneDNN's packed layout (same values, no extra copy kept).
@@ -44,15 +44,16 @@ class LinearBase(nn.Module):
         self.packed_weight = torch.ops.mkldnn._reorder_linear_weight(self.weight.detach(), None)
         self.weight = None  # a tied weight stays alive through the module that owns it
 
-    def quantize_int4_for_cpu(self) -> None:
-        """Replaces the plain weight by int4 groups (irreversible, like ``prepack_for_cpu``)."""
+    def quantize_for_cpu(self, quant_format: QuantFormat) -> None:
+        """Replaces the plain weight by quantized blocks (irreversible, like
+        ``prepack_for_cpu``)."""
         assert self.weight is not None and self.weight.device.type == "cpu"
-        self.int4_weight = Int4Weight(self.weight)
+        self.quantized_weight = QuantizedWeight(self.weight, quant_format)
         self.weight = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.int4_weight is not None:
-            out = self.int4_weight.matmul(x)
+        if self.quantized_weight is not None:
+            out = self.quantized_weight.matmul(x)
             return out if self.bias is None else out.add_(self.bias)
         if self.packed_weight is not None:
             return torch.ops.mkldnn._linear_pointwise(

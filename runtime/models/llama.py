@@ -79,11 +79,8 @@ class LlamaAttention(nn.Module):
             )
             qk = apply_rotary(qk, cos, sin_signed)
             q, k = qk[:, : self.num_heads], qk[:, self.num_heads :]
-        # The KV cache may be narrower than the activations (bfloat16 beside int4 weights).
-        kv_dtype = attn_backend.kv_cache.dtype
-        q, k, v = q.to(kv_dtype), k.to(kv_dtype), v.to(kv_dtype)
         out = attn_backend.forward(q, k, v, self.layer_id, self.scaling)  # (num_tokens, heads, dim)
-        return self.o_proj(out.reshape(num_tokens, self.q_size).to(hidden_states.dtype))
+        return self.o_proj(out.reshape(num_tokens, self.q_size))
 
 
 class LlamaMLP(nn.Module):

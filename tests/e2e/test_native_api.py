@@ -94,8 +94,8 @@ def test_concurrent_greedy_requests_match_solo_outputs(default_server):
 
 
 def test_int4_concurrent_greedy_requests_stay_close_to_solo(int4_server):
-    """int4 mode runs passes over INT4_MAX_ROWS rows on the float32 copy of the same weights (a
-    different summation order before bfloat16 rounding), so a near-tie may flip a later token;
+    """int4 mode runs passes over KERNEL_MAX_ROWS rows on the float32 copy of the same weights
+    (float32 activations instead of int8 blocks), so a near-tie may flip a later token;
     a batching bug (wrong KV rows, mixed-up positions) would change outputs from the start."""
     solo, together = _solo_and_concurrent(int4_server)
     identical = sum(r["output_ids"] == ids for r, ids in zip(together, solo, strict=False))

@@ -1,0 +1,32 @@
+"""Builds our C++ CPU kernels with torch's extension loader, once per machine.
+
+The first build compiles against torch's headers (about half a minute); later processes load
+the cached library from ``~/.cache/torch_extensions`` (or ``TORCH_EXTENSIONS_DIR``). Kernels are
+compiled for the host CPU (``-march=native``): a kernel whose instructions this CPU lacks fails
+to build, and callers keep their torch path.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from types import ModuleType
+
+logger = logging.getLogger(__name__)
+
+
+@functools.cache
+def load_cpu_extension(name: str, source: str, functions: tuple[str, ...]) -> ModuleType | None:
+    """The compiled module exposing ``functions``, or None if this machine cannot build it."""
+    from torch.utils import cpp_extension
+
+    try:
+        return cpp_extension.load_inline(
+            name=name,
+            cpp_sources=[source],
+            functions=list(functions),
+            extra_cflags=["-O3", "-march=native", "-fopenmp"],
+        )
+    except (OSError, RuntimeError, ImportError) as exc:  # no compiler, headers, ninja or ISA
+        logger.warning("CPU kernel %s unavailable, using torch: %s", name, exc)
+        return None

@@ -1,0 +1,69 @@
+"""Weight-only quantized linears on CPU, in llama.cpp's block formats: Q4_1 for the layers'
+matrices, Q8_0 for the LM head (see kernels/cpu_quant_matmul.py).
+
+A CPU decode step is a weight stream, so reading 0.6 bytes per weight instead of 4 (float32)
+is most of the speed there is to gain. Re-packing a GGUF's Q4_1 layers and its Q8_0 tied
+embedding from their dequantized float32 weights loses nothing: the blocks come back exactly.
+For other float checkpoints it is plain round-to-nearest quantization. Opt in with
+``--quantization auto`` (Q4_1 checkpoints) or ``int4`` (any).
+
+Passes of a few rows (decode) run the compiled kernel, which also rounds the activations to
+int8 blocks. At prefill sizes oneDNN's float32 GEMM is faster (compute-bound), so a float32
+copy of the very same dequantized weights serves passes of many rows, with float32
+activations: a request's logits move by that rounding when its batch crosses the row limit.
+Without a compiler (or AVX2) every pass takes the float32 copy.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+from radixlm.kernels.cpu_quant_matmul import (
+    BLOCK,
+    dequantize_q4_1,
+    dequantize_q8_0,
+    load_cpu_quant_matmul,
+    pack_q4_1,
+    pack_q8_0,
+)
+
+QuantFormat = Literal["q4_1", "q8_0"]
+# Passes with more rows than this use the float32 copy (AMD EPYC, AVX2, 2 cores, whole decode
+# steps of the default model; see benchmarks/bench_decode_step.py).
+KERNEL_MAX_ROWS = 16
+
+
+def quantized_cpu_supported(device: torch.device, in_features: int) -> bool:
+    return (
+        device.type == "cpu" and in_features % BLOCK == 0 and torch.backends.mkldnn.is_available()
+    )
+
+
+class QuantizedWeight:
+    """A (out_features, in_features) float weight, packed to blocks once."""
+
+    def __init__(self, weight: torch.Tensor, quant_format: QuantFormat) -> None:
+        self.quant_format = quant_format
+        if quant_format == "q4_1":
+            self.qs, self.scales = pack_q4_1(weight)
+            dequantized = dequantize_q4_1(self.qs, self.scales)
+        else:
+            self.qs, self.scales = pack_q8_0(weight)
+            dequantized = dequantize_q8_0(self.qs, self.scales)
+        self.float_packed = torch.ops.mkldnn._reorder_linear_weight(dequantized, None)
+        kernels = load_cpu_quant_matmul()
+        self._kernel = None
+        if kernels is not None:
+            self._kernel = kernels.q4_1_matmul if quant_format == "q4_1" else kernels.q8_0_matmul
+
+    def matmul(self, x: torch.Tensor) -> torch.Tensor:
+        """``x @ W^T`` (2-D, float32)."""
+        if self._kernel is not None and x.shape[0] <= KERNEL_MAX_ROWS:
+            return self._kernel(x.contiguous(), self.qs, self.scales)
+        return torch.ops.mkldnn._linear_pointwise(x, self.float_packed, None, "none", [], "")
+
+    def nbytes(self) -> int:
+        """Bytes a decode step reads (the quantized copy)."""
+        return self.qs.nbytes + self.scales.nbytes
