@@ -42,6 +42,46 @@ class _TokenizerView:
         return self._index.greedy_tokenize(text)
 
 
+def grammar_text(spec: GrammarSpec, compact_json: bool) -> str:
+    """llguidance's grammar for ``spec`` (no vocabulary needed)."""
+    from llguidance import LLMatcher
+    from llguidance.gbnf_to_lark import any_to_lark
+
+    if spec.kind == "json_schema":
+        schema = parse_schema(spec.value)
+        if compact_json:
+            options = {"whitespace_flexible": False, "item_separator": ",", "key_separator": ":"}
+        else:
+            options = {"whitespace_pattern": DEFAULT_WHITESPACE}
+        assert COMPACT_WHITESPACE == ""
+        return LLMatcher.grammar_from_json_schema(json.dumps(schema), overrides=options)
+    if spec.kind == "regex":
+        if not spec.value:
+            raise GrammarError("regex: empty regex")
+        regex = translate(spec.value, universe=charset.ALL_CHARS, search=False, where="regex")
+        return LLMatcher.grammar_from_regex(regex)
+    if spec.kind == "choices":
+        regex = "(?:" + "|".join(literal_regex(c) for c in choices_list(spec.value)) + ")"
+        return LLMatcher.grammar_from_regex(regex)
+    try:
+        return LLMatcher.grammar_from_lark(any_to_lark(spec.value))
+    except Exception as exc:  # noqa: BLE001 - the converter raises plain Exceptions
+        raise GrammarError(f"ebnf: {exc}") from exc
+
+
+def checked_grammar(spec: GrammarSpec, compact_json: bool, tokenizer: object | None = None) -> str:
+    """``grammar_text``, refused with llguidance's own message when it cannot enforce it (an
+    unsupported keyword, an invalid pattern...). Without a tokenizer the check needs no
+    vocabulary: the HTTP process runs it before queueing a request."""
+    from llguidance import LLMatcher
+
+    grammar = grammar_text(spec, compact_json)
+    is_error, messages = LLMatcher.validate_grammar_with_warnings(grammar, tokenizer)
+    if is_error:
+        raise GrammarError(f"{spec.kind}: {messages[0]}")
+    return grammar
+
+
 class LLGuidanceBackend(GrammarBackend):
     name = "llguidance"
 
@@ -60,36 +100,7 @@ class LLGuidanceBackend(GrammarBackend):
         )
 
     def build(self, spec: GrammarSpec) -> str:
-        from llguidance import LLMatcher
-        from llguidance.gbnf_to_lark import any_to_lark
-
-        if spec.kind == "json_schema":
-            schema = parse_schema(spec.value)
-            if self.compact_json:
-                options = {
-                    "whitespace_flexible": False,
-                    "item_separator": ",",
-                    "key_separator": ":",
-                }
-            else:
-                options = {"whitespace_pattern": DEFAULT_WHITESPACE}
-            assert COMPACT_WHITESPACE == ""
-            grammar = LLMatcher.grammar_from_json_schema(json.dumps(schema), overrides=options)
-        elif spec.kind == "regex":
-            regex = translate(spec.value, universe=charset.ALL_CHARS, search=False, where="regex")
-            grammar = LLMatcher.grammar_from_regex(regex)
-        elif spec.kind == "choices":
-            regex = "(?:" + "|".join(literal_regex(c) for c in choices_list(spec.value)) + ")"
-            grammar = LLMatcher.grammar_from_regex(regex)
-        else:
-            try:
-                grammar = LLMatcher.grammar_from_lark(any_to_lark(spec.value))
-            except Exception as exc:  # noqa: BLE001 - the converter raises plain Exceptions
-                raise GrammarError(f"ebnf: {exc}") from exc
-        is_error, messages = LLMatcher.validate_grammar_with_warnings(grammar, self.tokenizer)
-        if is_error:
-            raise GrammarError(f"{spec.kind}: {messages[0]}")
-        return grammar
+        return checked_grammar(spec, self.compact_json, self.tokenizer)
 
     def load(self, artifact: object) -> LLGuidanceGrammar:
         assert isinstance(artifact, str)

@@ -293,8 +293,11 @@ def create_app(
     return app
 
 
-def make_grammar_validator() -> Callable[[SamplingParams], None]:
-    """Checks regex / JSON-schema specs in this process, before they reach the scheduler."""
+def make_grammar_validator(
+    backend: str, compact_json: bool = False
+) -> Callable[[SamplingParams], None]:
+    """Checks regex / JSON-schema specs in this process, before they reach the scheduler, by
+    the rules of the scheduler's grammar ``backend``."""
     from radixlm.constrained import GrammarError, GrammarSpec, validate_spec
 
     def validate(params: SamplingParams) -> None:
@@ -303,7 +306,7 @@ def make_grammar_validator() -> Callable[[SamplingParams], None]:
             if value is None:
                 continue
             try:
-                validate_spec(GrammarSpec(kind=kind, value=value))
+                validate_spec(GrammarSpec(kind=kind, value=value), backend, compact_json)
             except GrammarError as exc:
                 raise InvalidRequestError(
                     f"sampling_params.{kind} is invalid: {exc}", f"sampling_params.{kind}"

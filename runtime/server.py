@@ -65,7 +65,11 @@ def build_manager(args: ServerArgs, processes: ServerProcesses) -> TokenizerMana
         context_len=usable_context_len(processes),
         vocab_size=info["vocab_size"],
         max_inflight_requests=max_inflight,
-        validate_grammar=make_grammar_validator() if args.grammar_backend != "none" else None,
+        validate_grammar=(
+            make_grammar_validator(args.grammar_backend, args.constrained_json_compact)
+            if args.grammar_backend != "none"
+            else None
+        ),
         metrics=ServerMetrics(served_model_name(args, processes)),
     )
 

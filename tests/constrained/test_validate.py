@@ -30,6 +30,35 @@ def test_bad_specs_are_refused_quickly(spec: GrammarSpec, message: str) -> None:
     assert time.monotonic() - start < 1.0
 
 
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        (GrammarSpec("regex", "("), "regex: invalid regex"),
+        (GrammarSpec("regex", "(?=a)"), "lookaround"),
+        (GrammarSpec("regex", ""), "empty"),
+        (GrammarSpec("json_schema", '{"type": "nonsense"}'), "json_schema: .*nonsense"),
+        (GrammarSpec("json_schema", "{not json"), "not valid JSON"),
+        (GrammarSpec("json_schema", '{"type": "string", "format": "no-such-format"}'), "format"),
+        (GrammarSpec("choices", "[]"), "non-empty JSON list"),
+        (GrammarSpec("ebnf", 'root ::= "a" undefined_rule'), "ebnf: "),
+    ],
+)
+def test_llguidance_refuses_by_its_own_check(spec: GrammarSpec, message: str) -> None:
+    start = time.monotonic()
+    with pytest.raises(GrammarError, match=message):
+        validate_spec(spec, "llguidance")
+    assert time.monotonic() - start < 1.0
+
+
+def test_llguidance_accepts_schemas_our_lowering_cannot_enforce() -> None:
+    """llguidance enforces a pattern together with length bounds; our single-regex lowering
+    (the outlines and xgrammar gate) refuses the pair, so the server asks the backend it runs."""
+    spec = GrammarSpec("json_schema", '{"type": "string", "pattern": "^a+$", "minLength": 2}')
+    validate_spec(spec, "llguidance")
+    with pytest.raises(GrammarError):
+        validate_spec(spec, "outlines")
+
+
 def test_unknown_kind_is_refused() -> None:
     with pytest.raises(GrammarError, match="unknown grammar kind"):
         GrammarSpec("yaml", "x")  # type: ignore[arg-type]
