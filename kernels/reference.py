@@ -108,14 +108,18 @@ def linear_reference(
 
 
 def quantize_activations_reference(x: torch.Tensor) -> torch.Tensor:
-    """The float32 values the quantized CPU matmul multiplies for activations ``x`` (rows, K):
-    each block of 32 rounded to int8 steps of ``absmax / 127``."""
-    blocks = x.float().reshape(x.shape[0], -1, 32)
-    scale = blocks.abs().amax(dim=-1, keepdim=True) / 127
-    q = torch.where(scale > 0, blocks / scale, torch.zeros_like(blocks)).round()
-    return (q * scale).reshape(x.shape)
+    """The float64 values the quantized CPU matmul multiplies for activations ``x`` (rows, K):
+    each block of 32 as ``step * (254 * hi + lo)``, hi and lo int8, ``step = absmax / 127 / 254``.
+    """
+    blocks = x.double().reshape(x.shape[0], -1, 32)
+    hi_step = (blocks.abs().amax(dim=-1, keepdim=True) / 127).float().double()  # kernel's float
+    safe = torch.where(hi_step > 0, hi_step, torch.ones_like(hi_step))
+    hi = torch.where(hi_step > 0, blocks / safe, torch.zeros_like(blocks)).round()
+    lo = ((blocks - hi * hi_step) / (safe / 254)).round().clamp(-127, 127)
+    return ((254 * hi + lo) * (hi_step / 254)).reshape(x.shape)
 
 
 def quantized_matmul_reference(x: torch.Tensor, dequantized_weight: torch.Tensor) -> torch.Tensor:
-    """What ``q4_1_matmul`` / ``q8_0_matmul`` compute, up to float32 summation order."""
-    return quantize_activations_reference(x).double() @ dequantized_weight.double().T
+    """What ``q4_1_matmul`` / ``q8_0_matmul`` compute, up to float32 rounding (Q4_1's minimums
+    multiply the exact block sums, a difference of the same order)."""
+    return quantize_activations_reference(x) @ dequantized_weight.double().T

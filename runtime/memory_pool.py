@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from radixlm.kernels.cpu_layer_ops import cpu_layer_ops_for
+
 
 class ReqToTokenPool:
     """``req_to_token[req_slot, pos] -> kv_slot`` for up to ``max_reqs`` live sequences."""
@@ -107,6 +109,10 @@ class KVCache:
         """Stores K/V of new tokens. loc: (num_tokens,); k, v: (num_tokens, num_kv_heads, head_dim)."""
         # index_copy_ is one kernel; `buffer[loc] = x` goes through the slower index_put path.
         k_buffer, v_buffer = self.k_buffer[layer_id], self.v_buffer[layer_id]
+        ops = cpu_layer_ops_for(k, v)
+        if ops is not None and loc.dtype == torch.int64 and loc.is_contiguous():
+            ops.store_kv(k_buffer, v_buffer, loc, k, v)  # one call, converting on the way
+            return
         k_buffer.index_copy_(0, loc, k.to(k_buffer.dtype))
         v_buffer.index_copy_(0, loc, v.to(v_buffer.dtype))
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from radixlm.kernels.cpu_layer_ops import cpu_layer_ops_for
+
 
 def silu_and_mul(gate_up: torch.Tensor) -> torch.Tensor:
     # gate_up: (num_tokens, 2 * intermediate) -> (num_tokens, intermediate)
@@ -13,5 +15,8 @@ def silu_and_mul(gate_up: torch.Tensor) -> torch.Tensor:
         from radixlm.kernels.activation import silu_and_mul as fused_silu_and_mul
 
         return fused_silu_and_mul(gate_up)
+    ops = cpu_layer_ops_for(gate_up)
+    if ops is not None and gate_up.dim() == 2 and gate_up.is_contiguous():
+        return ops.silu_and_mul(gate_up)
     half = gate_up.shape[-1] // 2
     return F.silu(gate_up[..., :half]).mul_(gate_up[..., half:])

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from radixlm.kernels.cpu_norm_rotary import cpu_norm_rotary_for
+from radixlm.kernels.cpu_layer_ops import cpu_layer_ops_for
 
 
 class RMSNorm(nn.Module):
@@ -21,7 +21,7 @@ class RMSNorm(nn.Module):
             from radixlm.kernels.rmsnorm import rmsnorm
 
             return rmsnorm(x, self.weight, self.eps)
-        ops = cpu_norm_rotary_for(x)
+        ops = cpu_layer_ops_for(x)
         if ops is not None and x.dim() == 2 and x.is_contiguous():
             return ops.rms_norm(x, self.weight, self.eps)
         return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
@@ -34,7 +34,7 @@ class RMSNorm(nn.Module):
             from radixlm.kernels.rmsnorm import rmsnorm
 
             return rmsnorm(x, self.weight, self.eps, residual), residual  # one fused pass
-        ops = cpu_norm_rotary_for(x, residual)
+        ops = cpu_layer_ops_for(x, residual)
         if ops is not None and x.dim() == 2 and x.is_contiguous() and residual.is_contiguous():
             return ops.add_rms_norm(x, residual, self.weight, self.eps), residual
         residual = residual.add_(x)

@@ -7,10 +7,10 @@ embedding from their dequantized float32 weights loses nothing: the blocks come 
 For other float checkpoints it is plain round-to-nearest quantization. Opt in with
 ``--quantization auto`` (Q4_1 checkpoints) or ``int4`` (any).
 
-Passes of a few rows (decode) run the compiled kernel, which also rounds the activations to
-int8 blocks. At prefill sizes oneDNN's float32 GEMM is faster (compute-bound), so a float32
-copy of the very same dequantized weights serves passes of many rows, with float32
-activations: a request's logits move by that rounding when its batch crosses the row limit.
+Passes of a few rows (decode) run the compiled kernel, which also writes the activations as
+int8 blocks (two parts each: about bfloat16 precision). At prefill sizes oneDNN's float32 GEMM
+is faster (compute-bound), so a float32 copy of the very same dequantized weights serves passes
+of many rows: a request's logits move by that rounding when its batch crosses the row limit.
 Without a compiler (or AVX2) every pass takes the float32 copy.
 """
 
@@ -30,9 +30,10 @@ from radixlm.kernels.cpu_quant_matmul import (
 )
 
 QuantFormat = Literal["q4_1", "q8_0"]
-# Passes with more rows than this use the float32 copy (AMD EPYC, AVX2, 2 cores, whole decode
-# steps of the default model; see benchmarks/bench_decode_step.py).
-KERNEL_MAX_ROWS = 16
+# Passes with more rows than this use the float32 copy. Whole decode steps of the default model
+# (AMD EPYC, AVX2, 2 cores, benchmarks/bench_decode_step.py), kernel vs float32 copy: 1 row
+# 16.5 vs 41.8 ms, 4 rows 32.2 vs 54.9, 8 rows 61.1 vs 62.7, 12 rows 90.6 vs 81.8.
+KERNEL_MAX_ROWS = 8
 
 
 def quantized_cpu_supported(device: torch.device, in_features: int) -> bool:
@@ -53,15 +54,15 @@ class QuantizedWeight:
             self.qs, self.scales = pack_q8_0(weight)
             dequantized = dequantize_q8_0(self.qs, self.scales)
         self.float_packed = torch.ops.mkldnn._reorder_linear_weight(dequantized, None)
-        kernels = load_cpu_quant_matmul()
-        self._kernel = None
-        if kernels is not None:
-            self._kernel = kernels.q4_1_matmul if quant_format == "q4_1" else kernels.q8_0_matmul
+        self._kernels = load_cpu_quant_matmul()
 
     def matmul(self, x: torch.Tensor) -> torch.Tensor:
         """``x @ W^T`` (2-D, float32)."""
-        if self._kernel is not None and x.shape[0] <= KERNEL_MAX_ROWS:
-            return self._kernel(x.contiguous(), self.qs, self.scales)
+        if self._kernels is not None and x.shape[0] <= KERNEL_MAX_ROWS:
+            kernel = self._kernels.q4_1_matmul
+            if self.quant_format == "q8_0":
+                kernel = self._kernels.q8_0_matmul
+            return kernel(x.contiguous(), self.qs, self.scales)
         return torch.ops.mkldnn._linear_pointwise(x, self.float_packed, None, "none", [], "")
 
     def nbytes(self) -> int:

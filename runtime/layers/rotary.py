@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from radixlm.kernels.cpu_norm_rotary import cpu_norm_rotary_for
+from radixlm.kernels.cpu_layer_ops import cpu_layer_ops_for
 from radixlm.runtime.model_config import RopeScaling
 
 
@@ -66,7 +66,7 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor) -
         from radixlm.kernels.rotary import apply_rotary as fused_apply_rotary
 
         return fused_apply_rotary(x, cos, sin_signed)
-    ops = cpu_norm_rotary_for(x, cos, sin_signed)
+    ops = cpu_layer_ops_for(x, cos, sin_signed)
     if ops is not None and x.stride(-1) == 1 and cos.is_contiguous() and sin_signed.is_contiguous():
         return ops.rotary(x, cos, sin_signed)
     half = x.shape[-1] // 2

@@ -89,11 +89,11 @@ def test_kernel_matches_reference(quant_format, out_features, in_features):
     x[0, :BLOCK] = 0  # an all-zero activation block
     out = kernel(x, qs, scales)
     expected = quantized_matmul_reference(x, weight)
-    # Exact int8 block products; only the float32 sum over blocks is rounded.
-    torch.testing.assert_close(out.double(), expected, rtol=1e-5, atol=1e-5)
-    # ... and unquantized activations are close: the rounding costs well under 1%.
+    # Exact int8 block products; only float32 sums are rounded.
+    torch.testing.assert_close(out.double(), expected, rtol=1e-5, atol=2e-4)
+    # ... and unquantized activations are close: two int8 parts are about bfloat16 precision.
     relative = (out - x @ weight.T).norm() / (x @ weight.T).norm()
-    assert relative < 0.01, relative
+    assert relative < 1e-4, relative
     # A row gets the same bits alone as in any batch.
     for rows in (1, 2, 5):
         assert torch.equal(kernel(x[:rows].contiguous(), qs, scales), out[:rows])
@@ -108,17 +108,17 @@ def test_kernel_checks_shapes():
 
 def test_big_passes_use_the_same_weights_in_float32():
     """Rows beyond KERNEL_MAX_ROWS go through the float32 copy of the very same weights; only
-    the kernel's int8 activation blocks differ, well under 1%."""
+    the kernel's two-part int8 activations differ, by about bfloat16 precision."""
     _, _, _, weight = q4_1_weight(960, 576, seed=5)
     linear = ColumnParallelLinear(576, [960])
     linear.weight.copy_(weight)
     linear.quantize_for_cpu("q4_1")
     x = torch.randn(KERNEL_MAX_ROWS + 16, 576, generator=torch.Generator().manual_seed(6))
     big = linear(x)
+    assert KERNEL_MAX_ROWS < len(x)
     torch.testing.assert_close(big, x @ weight.T, rtol=1e-5, atol=1e-5)
     alone = torch.cat([linear(row) for row in x.split(1)])
-    assert KERNEL_MAX_ROWS < len(x)
-    assert (big - alone).norm() / big.norm() < 0.01
+    assert (alone - big).norm() / big.norm() < 1e-4
 
 
 def _resolved(types: tuple[str, ...]) -> ResolvedModel:
@@ -173,15 +173,41 @@ def test_default_model_runs_int4_and_agrees_with_float32(
     assert default_model.source_weight_types == ("Q4_1",)
     assert int4_runner.quantization == "int4"
     # The prefill has more rows than KERNEL_MAX_ROWS (float32 copy), the decode steps one.
-    ids = torch.randint(0, 49152, (208,), generator=torch.Generator().manual_seed(4)).tolist()
+    # Natural text: on random ids the next-token distributions are flat, so near-ties flip
+    # under any rounding; natural text measures what a user sees.
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(f"{default_model.tokenizer_dir}/tokenizer.json")
+    ids = tokenizer.encode(ENGLISH_TEXT).ids[:208]
+    assert len(ids) == 208
     ours = run_prefill_then_decode(driver_for(int4_runner), ids, num_prefill=200)
     ref = run_prefill_then_decode(driver_for(smollm_runner), ids, num_prefill=200)
-    # Same layer weights, an 8-bit LM head and int8 activation blocks in the decode steps:
-    # close, not equal.
+    # Same layer weights, an 8-bit LM head and two-part int8 activation blocks in the decode
+    # steps: close, not equal.
     per_row = (ours - ref).abs().amax(dim=-1) / ref.abs().amax(dim=-1)
-    assert per_row.median() < 0.03, per_row
+    assert per_row.median() < 0.05, per_row
     top1_agreement = (ours.argmax(-1) == ref.argmax(-1)).float().mean().item()
-    assert top1_agreement >= 0.9, top1_agreement
+    assert top1_agreement >= 0.95, top1_agreement
+
+
+ENGLISH_TEXT = " ".join(
+    [
+        "The history of the printing press begins in the fifteenth century, when Johannes",
+        "Gutenberg combined a screw press with movable metal type, oil-based ink and a mould",
+        "for casting letters quickly. Before that, books were copied by hand, which made them",
+        "rare and expensive. Within fifty years presses were running in more than two hundred",
+        "cities across Europe, and millions of volumes had been printed. Cheap books changed",
+        "how people learned, argued and worshipped: scholars could compare the same text in",
+        "different cities, merchants kept printed price lists, and pamphlets spread news and",
+        "opinion faster than any messenger. Historians still debate how quickly literacy rose",
+        "as a result, but few doubt that the press helped to start the scientific revolution,",
+        "the Reformation and the modern newspaper. Today the same questions come back with every",
+        "new technology that makes copying cheaper: who controls it, who profits from it, and",
+        "what happens to the people whose work it replaces. The answers are rarely simple.",
+        "Libraries, once chained to their desks, opened their doors; universities multiplied;",
+        "and the idea that knowledge should be shared widely slowly became common sense.",
+    ]
+)
 
 
 def test_int4_decode_batch_agrees_with_solo(int4_runner, driver_for):

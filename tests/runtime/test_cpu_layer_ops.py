@@ -1,14 +1,19 @@
-"""The compiled CPU RMSNorm / rotary ops against their pure-torch references."""
+"""The compiled CPU layer ops against their pure-torch references."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from radixlm.kernels.cpu_norm_rotary import cpu_norm_rotary_for, load_cpu_norm_rotary
-from radixlm.kernels.reference import rmsnorm_reference, rotary_reference
+from radixlm.kernels.cpu_layer_ops import cpu_layer_ops_for, load_cpu_layer_ops
+from radixlm.kernels.reference import (
+    rmsnorm_reference,
+    rotary_reference,
+    silu_and_mul_reference,
+    store_kv_reference,
+)
 
-ops = load_cpu_norm_rotary()
+ops = load_cpu_layer_ops()
 pytestmark = pytest.mark.skipif(ops is None, reason="no C++ compiler for the CPU ops")
 
 
@@ -52,5 +57,27 @@ def test_rotary_matches_reference_on_a_strided_view(tokens, heads, dim):
 
 
 def test_ops_are_offered_for_float32_cpu_tensors_only():
-    assert cpu_norm_rotary_for(torch.ones(2)) is ops
-    assert cpu_norm_rotary_for(torch.ones(2), torch.ones(2, dtype=torch.bfloat16)) is None
+    assert cpu_layer_ops_for(torch.ones(2)) is ops
+    assert cpu_layer_ops_for(torch.ones(2), torch.ones(2, dtype=torch.bfloat16)) is None
+
+
+@pytest.mark.parametrize("tokens", [1, 7, 40])
+def test_silu_and_mul_matches_reference(tokens):
+    gate_up = _randn(tokens, 2 * 1536, seed=11) * 4
+    torch.testing.assert_close(
+        ops.silu_and_mul(gate_up), silu_and_mul_reference(gate_up), rtol=2e-6, atol=2e-6
+    )
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_store_kv_writes_strided_rows_into_their_slots(dtype):
+    k_buffer, v_buffer = torch.zeros(64, 3, 16, dtype=dtype), torch.zeros(64, 3, 16, dtype=dtype)
+    expected_k, expected_v = k_buffer.clone(), v_buffer.clone()
+    qkv = _randn(5, 9 * 16, seed=12)  # k and v are strided views of one row, as in attention
+    k, v = qkv[:, 3 * 16 : 6 * 16].view(5, 3, 16), qkv[:, 6 * 16 :].view(5, 3, 16)
+    loc = torch.tensor([9, 3, 60, 0, 17])
+    ops.store_kv(k_buffer, v_buffer, loc, k, v)
+    store_kv_reference(expected_k, expected_v, loc, k, v)
+    assert torch.equal(k_buffer, expected_k) and torch.equal(v_buffer, expected_v)
+    with pytest.raises(RuntimeError, match="slot out of range"):
+        ops.store_kv(k_buffer, v_buffer, torch.tensor([64, 0, 0, 0, 0]), k, v)

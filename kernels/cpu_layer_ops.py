@@ -1,11 +1,13 @@
-"""RMSNorm (with its residual add) and rotary embedding as single CPU ops, for float32.
+"""The small ops of a decoder layer as single CPU calls, for float32 activations: RMSNorm (with
+its residual add), rotary embedding, SwiGLU's ``silu(gate) * up``, and the K/V store.
 
 In a decode step of a small model each of these is a handful of torch ops on a few hundred
-values: the op dispatch, not the arithmetic, is what costs (61 norms and 30 rotaries a step,
-~20 us each as torch ops). One compiled call each does the same arithmetic in float32, row by
-row, so a row's result does not depend on its batch. Built with the shared loader
+values: the op dispatch, not the arithmetic, is what costs (~20-40 us each as torch ops, 60-120
+of them a step). One compiled call each does the same arithmetic in float32, row by row, so a
+row's result does not depend on its batch. Built with the shared loader
 (kernels/cpu_extension.py); None without a compiler, and callers keep their torch path.
-References: ``kernels.reference.rmsnorm_reference``, ``kernels.reference.rotary_reference``.
+References: ``rmsnorm_reference``, ``rotary_reference``, ``silu_and_mul_reference`` and
+``store_kv_reference`` in ``kernels.reference``.
 """
 
 from __future__ import annotations
@@ -102,19 +104,75 @@ torch::Tensor rotary(torch::Tensor x, torch::Tensor cos, torch::Tensor sin_signe
   });
   return out;
 }
+
+// gate_up (tokens, 2 * width) -> silu(gate) * up, (tokens, width).
+torch::Tensor silu_and_mul(torch::Tensor gate_up) {
+  TORCH_CHECK(gate_up.dtype() == torch::kFloat32 && gate_up.dim() == 2 && gate_up.is_contiguous());
+  const int64_t tokens = gate_up.size(0), width = gate_up.size(1) / 2;
+  auto out = torch::empty({tokens, width}, gate_up.options());
+  const float* src = gate_up.data_ptr<float>();
+  float* dst = out.data_ptr<float>();
+  at::parallel_for(0, tokens, kRowsPerTask, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const float *gate = src + t * 2 * width, *up = gate + width;
+      float* o = dst + t * width;
+#pragma omp simd
+      for (int64_t i = 0; i < width; ++i) o[i] = gate[i] / (1.f + std::exp(-gate[i])) * up[i];
+    }
+  });
+  return out;
+}
+
+// buffer[loc[t]] = rows[t], converted to the buffer's dtype (round to nearest even, as torch).
+template <typename Out>
+static void store_rows(const torch::Tensor& rows, torch::Tensor& buffer, const int64_t* loc) {
+  const int64_t tokens = rows.size(0), heads = rows.size(1), dim = rows.size(2);
+  const float* src = rows.data_ptr<float>();
+  Out* dst = buffer.data_ptr<Out>();
+  for (int64_t t = 0; t < tokens; ++t)
+    for (int64_t h = 0; h < heads; ++h)
+      for (int64_t d = 0; d < dim; ++d)
+        dst[(loc[t] * heads + h) * dim + d] =
+            Out(src[t * rows.stride(0) + h * rows.stride(1) + d * rows.stride(2)]);
+}
+
+static void check_kv_rows(const torch::Tensor& rows, const torch::Tensor& buffer) {
+  TORCH_CHECK(rows.dtype() == torch::kFloat32 && rows.dim() == 3, "K/V rows: 3-D float32");
+  TORCH_CHECK(buffer.is_contiguous() && buffer.size(1) == rows.size(1) &&
+              buffer.size(2) == rows.size(2), "K/V rows must match the buffer's heads and dim");
+}
+
+// The new tokens' K and V into their slots of one layer's buffers (float32 or bfloat16).
+void store_kv(torch::Tensor k_buffer, torch::Tensor v_buffer, torch::Tensor loc, torch::Tensor k,
+              torch::Tensor v) {
+  check_kv_rows(k, k_buffer);
+  check_kv_rows(v, v_buffer);
+  TORCH_CHECK(loc.dtype() == torch::kInt64 && loc.is_contiguous() && loc.numel() == k.size(0) &&
+              v.size(0) == k.size(0));
+  const int64_t* slots = loc.data_ptr<int64_t>();
+  for (int64_t t = 0; t < loc.numel(); ++t)
+    TORCH_CHECK(slots[t] >= 0 && slots[t] < k_buffer.size(0), "K/V slot out of range");
+  if (k_buffer.dtype() == torch::kFloat32) {
+    store_rows<float>(k, k_buffer, slots);
+    store_rows<float>(v, v_buffer, slots);
+  } else {
+    TORCH_CHECK(k_buffer.dtype() == torch::kBFloat16, "K/V buffers must be float32 or bfloat16");
+    store_rows<at::BFloat16>(k, k_buffer, slots);
+    store_rows<at::BFloat16>(v, v_buffer, slots);
+  }
+}
 """
 
-
-def load_cpu_norm_rotary() -> ModuleType | None:
-    """The compiled module (``rms_norm``, ``add_rms_norm``, ``rotary``), or None if this
-    machine cannot build it."""
-    return load_cpu_extension(
-        "radixlm_cpu_norm_rotary", _SOURCE, ("rms_norm", "add_rms_norm", "rotary")
-    )
+_FUNCTIONS = ("rms_norm", "add_rms_norm", "rotary", "silu_and_mul", "store_kv")
 
 
-def cpu_norm_rotary_for(*tensors: torch.Tensor) -> ModuleType | None:
+def load_cpu_layer_ops() -> ModuleType | None:
+    """The compiled module (``_FUNCTIONS``), or None if this machine cannot build it."""
+    return load_cpu_extension("radixlm_cpu_layer_ops", _SOURCE, _FUNCTIONS)
+
+
+def cpu_layer_ops_for(*tensors: torch.Tensor) -> ModuleType | None:
     """The compiled ops if they can take these tensors (float32, on CPU), else None."""
     if all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors):
-        return load_cpu_norm_rotary()
+        return load_cpu_layer_ops()
     return None
