@@ -37,8 +37,9 @@ class ServerArgs:
         metadata={
             "choices": QUANTIZATIONS,
             "help": "none: float weights (exact; outputs do not depend on batching or cache "
-            "hits); auto: keep a Q4_1 GGUF's layers in 4 bits on CPU (lossless re-pack, bf16 "
-            "matmul inputs, ~2x faster single stream); int4: quantize any checkpoint (CPU)",
+            "hits); auto: keep a Q4_1 GGUF's layers in 4 bits on CPU (lossless re-pack, int8 "
+            "activation blocks in decode, ~3x faster single stream); int4: quantize any "
+            "checkpoint (CPU)",
         },
     )
     device: str = field(default="auto", metadata={"choices": DEVICES})

@@ -35,7 +35,7 @@ def test_generate_returns_text_and_meta_info(default_server):
 
 @pytest.fixture(scope="module")
 def int4_server():
-    """The fast CPU mode: the GGUF's Q4_1 layers kept in 4 bits, bfloat16 matmul inputs."""
+    """The fast CPU mode: the GGUF's Q4_1 layers kept in 4 bits, int8 activation blocks."""
     server = ServerProcess("--max-total-tokens", "4096", "--quantization", "auto")
     yield server
     server.stop()
