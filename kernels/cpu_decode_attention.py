@@ -5,11 +5,10 @@ The torch path gathers every sequence's K/V out of the pool into a padded copy a
 passes over the K/V bytes (read, write the copy, read it again) and about half of a CPU decode
 step. This kernel reads each K/V row once, where it lies, so its cost is one pass.
 
-Work units are (sequence, KV head, chunk of 128 tokens), spread over torch's intra-op threads;
-each computes the ``num_heads / num_kv_heads`` query heads that share its KV head, and a second
-pass merges a sequence's chunks (flash-decoding). Chunks have a fixed size, so a unit's
-arithmetic does not depend on the other rows of the batch: a sequence gets the same output
-alone or batched, and a single long sequence still uses every thread. Built once per machine with torch's C++ extension loader (cached under
+Work items are (sequence, KV head) pairs, spread over torch's intra-op threads; each computes
+the ``num_heads / num_kv_heads`` query heads that share its KV head. Each item's arithmetic
+does not depend on the other rows of the batch, so a sequence gets the same output alone or
+batched. Built once per machine with torch's C++ extension loader (cached under
 ``~/.cache/torch_extensions``); ``load_cpu_decode_attention`` returns None when no compiler
 is available, and callers keep the torch path.
 Reference: ``kernels.reference.paged_attention_reference``.
@@ -63,97 +62,59 @@ static inline void prefetch_row(const KV* row, int64_t n) {
     __builtin_prefetch(bytes + offset);
 }
 
-// Work units are (sequence, KV head, chunk of kChunk tokens): a fixed size, so a sequence is cut
-// the same way in any batch (its sums never depend on its neighbours), and one long sequence
-// still spreads over every thread.
-constexpr int64_t kChunk = 128;
-
 template <typename KV>
 static void run(const float* q, const KV* k, const KV* v, const int64_t* slots,
                 const int64_t* seq_lens, float* out, int64_t batch, int64_t num_heads,
                 int64_t num_kv_heads, int64_t head_dim, int64_t max_len, float scale) {
   const int64_t group = num_heads / num_kv_heads;
   const int64_t row_stride = num_kv_heads * head_dim;  // elements between two KV slots
-  std::vector<int64_t> first_chunk(batch + 1, 0);  // units of sequence b start at first * heads
-  for (int64_t b = 0; b < batch; ++b)
-    first_chunk[b + 1] = first_chunk[b] + (seq_lens[b] + kChunk - 1) / kChunk;
-  const int64_t units = first_chunk[batch] * num_kv_heads;
-  // Per unit and query head: the chunk's score peak, its sum of exp(score - peak), and the
-  // exp-weighted sum of V rows.
-  std::vector<float> peaks(units * group), sums(units * group), accs(units * group * head_dim);
-  at::parallel_for(0, units, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> scores(group * kChunk), row(head_dim);
-    for (int64_t unit = begin; unit < end; ++unit) {
-      const int64_t kv_head = unit % num_kv_heads, chunk_index = unit / num_kv_heads;
-      const int64_t b = std::upper_bound(first_chunk.begin(), first_chunk.end(), chunk_index) -
-                        first_chunk.begin() - 1;
-      const int64_t t0 = (chunk_index - first_chunk[b]) * kChunk;
-      const int64_t n = std::min(kChunk, seq_lens[b] - t0);
-      const int64_t* chunk_slots = slots + b * max_len + t0;
+  at::parallel_for(0, batch * num_kv_heads, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> scores, row(head_dim), acc;
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t b = item / num_kv_heads, kv_head = item % num_kv_heads;
+      const int64_t len = seq_lens[b];
+      const int64_t* seq_slots = slots + b * max_len;
       const float* q_group = q + (b * num_heads + kv_head * group) * head_dim;
       // This head's row of token t; slots are scattered through the pool, so each loop asks
       // for the rows kPrefetch tokens ahead.
       auto row_at = [&](const KV* buffer, int64_t t) {
-        return buffer + chunk_slots[t] * row_stride + kv_head * head_dim;
+        return buffer + seq_slots[t] * row_stride + kv_head * head_dim;
       };
-      for (int64_t t = 0; t < n; ++t) {
-        if (t + kPrefetch < n) prefetch_row(row_at(k, t + kPrefetch), head_dim);
+      scores.assign(group * len, 0.f);
+      for (int64_t t = 0; t < len; ++t) {
+        if (t + kPrefetch < len) prefetch_row(row_at(k, t + kPrefetch), head_dim);
         load_row(row_at(k, t), row.data(), head_dim);
         for (int64_t g = 0; g < group; ++g) {
           const float* qg = q_group + g * head_dim;
           float dot = 0.f;
 #pragma omp simd reduction(+ : dot)
           for (int64_t d = 0; d < head_dim; ++d) dot += qg[d] * row[d];
-          scores[g * kChunk + t] = dot * scale;
+          scores[g * len + t] = dot * scale;
         }
       }
-      for (int64_t g = 0; g < group; ++g) {  // softmax, kept unnormalised until the merge
-        float* s = scores.data() + g * kChunk;
+      for (int64_t g = 0; g < group; ++g) {  // softmax, kept unnormalised until the end
+        float* s = scores.data() + g * len;
         float peak = -std::numeric_limits<float>::infinity();
-        for (int64_t t = 0; t < n; ++t) peak = std::max(peak, s[t]);
-        float total = 0.f;
-#pragma omp simd reduction(+ : total)
-        for (int64_t t = 0; t < n; ++t) {
-          s[t] = std::exp(s[t] - peak);
-          total += s[t];
-        }
-        peaks[unit * group + g] = peak;
-        sums[unit * group + g] = total;
+        for (int64_t t = 0; t < len; ++t) peak = std::max(peak, s[t]);
+        for (int64_t t = 0; t < len; ++t) s[t] = std::exp(s[t] - peak);
       }
-      float* acc = accs.data() + unit * group * head_dim;
-      std::fill(acc, acc + group * head_dim, 0.f);
-      for (int64_t t = 0; t < n; ++t) {
-        if (t + kPrefetch < n) prefetch_row(row_at(v, t + kPrefetch), head_dim);
+      acc.assign(group * head_dim, 0.f);
+      for (int64_t t = 0; t < len; ++t) {
+        if (t + kPrefetch < len) prefetch_row(row_at(v, t + kPrefetch), head_dim);
         load_row(row_at(v, t), row.data(), head_dim);
         for (int64_t g = 0; g < group; ++g) {
-          const float p = scores[g * kChunk + t];
-          float* a = acc + g * head_dim;
+          const float p = scores[g * len + t];
+          float* a = acc.data() + g * head_dim;
 #pragma omp simd
           for (int64_t d = 0; d < head_dim; ++d) a[d] += p * row[d];
         }
       }
-    }
-  });
-  // Merge each (sequence, query head)'s chunks in order, rescaled to the overall peak.
-  at::parallel_for(0, batch * num_heads, 16, [&](int64_t begin, int64_t end) {
-    std::vector<float> merged(head_dim);
-    for (int64_t item = begin; item < end; ++item) {
-      const int64_t b = item / num_heads, head = item % num_heads;
-      const int64_t kv_head = head / group, g = head % group;
-      auto at_chunk = [&](int64_t c) { return (c * num_kv_heads + kv_head) * group + g; };
-      float peak = -std::numeric_limits<float>::infinity();
-      for (int64_t c = first_chunk[b]; c < first_chunk[b + 1]; ++c)
-        peak = std::max(peak, peaks[at_chunk(c)]);
-      float total = 0.f;
-      std::fill(merged.begin(), merged.end(), 0.f);
-      for (int64_t c = first_chunk[b]; c < first_chunk[b + 1]; ++c) {
-        const float weight = std::exp(peaks[at_chunk(c)] - peak);
-        total += sums[at_chunk(c)] * weight;
-        const float* a = accs.data() + at_chunk(c) * head_dim;
-        for (int64_t d = 0; d < head_dim; ++d) merged[d] += a[d] * weight;
+      for (int64_t g = 0; g < group; ++g) {
+        float total = 0.f;
+        for (int64_t t = 0; t < len; ++t) total += scores[g * len + t];
+        float* o = out + (b * num_heads + kv_head * group + g) * head_dim;
+        for (int64_t d = 0; d < head_dim; ++d) o[d] = acc[g * head_dim + d] / total;
       }
-      float* o = out + item * head_dim;
-      for (int64_t d = 0; d < head_dim; ++d) o[d] = merged[d] / total;
     }
   });
 }
