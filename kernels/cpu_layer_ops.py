@@ -173,6 +173,7 @@ def load_cpu_layer_ops() -> ModuleType | None:
 
 def cpu_layer_ops_for(*tensors: torch.Tensor) -> ModuleType | None:
     """The compiled ops if they can take these tensors (float32, on CPU), else None."""
-    if all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors):
-        return load_cpu_layer_ops()
-    return None
+    for t in tensors:  # a plain loop: this runs ~150 times per decode step
+        if t.dtype != torch.float32 or t.device.type != "cpu":
+            return None
+    return load_cpu_layer_ops()
