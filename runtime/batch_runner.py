@@ -7,16 +7,20 @@ results to the requests.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 
+from radixlm.constrained import GrammarError
 from radixlm.runtime import sampler
 from radixlm.runtime.forward_batch import ForwardMode, build_forward_batch
 from radixlm.runtime.io_struct import FinishReason, GenerateRequest
 from radixlm.runtime.request import Req
 from radixlm.runtime.tokenizer import Tokenizer
+
+logger = logging.getLogger(__name__)
 
 
 class BatchRunner:
@@ -111,12 +115,14 @@ class BatchRunner:
                     req.input_top_logprobs.append(_as_pairs(top[i]))
 
     def _sample(self, logits: torch.Tensor, sample_reqs: list[tuple[Req, int]]) -> None:
+        sample_reqs, masks = self._grammar_masks(sample_reqs)
+        if not sample_reqs:
+            return
         reqs = [r for r, _ in sample_reqs]
         rows = [row for _, row in sample_reqs]
         # A decode pass samples every logits row in order: no gather (and no index upload).
         same_rows = len(rows) == logits.shape[0] and rows[-1] == len(rows) - 1
         row_logits = logits if same_rows else logits[rows]
-        masks = self._grammar_masks(reqs)
         banned = [self._banned_ids(r) for r in reqs]
         top_n = max(
             (r.request.top_logprobs_num for r in reqs if r.request.return_logprob), default=0
@@ -133,19 +139,37 @@ class BatchRunner:
             token = out.next_token_ids[i]
             top = _as_pairs(out.top_logprobs[i][: req.request.top_logprobs_num]) if top_n else []
             logprob = out.logprobs[i] if out.logprobs else None  # read only if return_logprob
-            self._append(req, [token], [(logprob, token)], [top])
-            if req.finish is None and req.grammar is not None and self.enable_jump_forward:
-                self._jump_forward(req)
+            try:
+                self._append(req, [token], [(logprob, token)], [top])
+                if req.finish is None and req.grammar is not None and self.enable_jump_forward:
+                    self._jump_forward(req)
+            except Exception as exc:  # a grammar's fault fails its own request, not the pass
+                _fail(req, exc)
 
-    def _grammar_masks(self, reqs: list[Req]) -> torch.Tensor | None:
-        if not any(r.grammar is not None for r in reqs):
-            return None
-        masks = np.ones((len(reqs), self.vocab_size), dtype=np.bool_)
-        for i, req in enumerate(reqs):
+    def _grammar_masks(
+        self, sample_reqs: list[tuple[Req, int]]
+    ) -> tuple[list[tuple[Req, int]], torch.Tensor | None]:
+        """The rows to sample and their allowed-token masks (None: no grammar among them). A
+        request whose grammar fails or allows no token at all is failed and left out, so the
+        rest of the batch samples as usual."""
+        if not any(r.grammar is not None for r, _ in sample_reqs):
+            return sample_reqs, None
+        masks = np.ones((len(sample_reqs), self.vocab_size), dtype=np.bool_)
+        kept: list[int] = []
+        for i, (req, _) in enumerate(sample_reqs):
             if req.grammar is not None:
                 masks[i] = False
-                req.grammar.fill_allowed_mask(masks[i])
-        return torch.from_numpy(masks).to(self.device)
+                try:
+                    req.grammar.fill_allowed_mask(masks[i])
+                    if not masks[i].any():
+                        raise GrammarError("the grammar allows no next token")
+                except Exception as exc:
+                    _fail(req, exc)
+                    continue
+            kept.append(i)
+        if len(kept) < len(sample_reqs):
+            sample_reqs, masks = [sample_reqs[i] for i in kept], masks[kept]
+        return sample_reqs, torch.from_numpy(masks).to(self.device)
 
     def _banned_ids(self, req: Req) -> list[int]:
         params = req.params
@@ -214,6 +238,11 @@ class BatchRunner:
             if stop in tail:
                 return stop
         return None
+
+
+def _fail(req: Req, exc: Exception) -> None:
+    logger.error("request %s failed in sampling: %s", req.rid, exc, exc_info=exc)
+    req.finish_with(FinishReason(type="abort", status_code=500, message=f"internal error: {exc}"))
 
 
 def _as_pairs(top: list[tuple[int, float]]) -> list[tuple[float, int]]:

@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 
 from radixlm.runtime.errors import InvalidRequestError
-from radixlm.runtime.sampling_params import SamplingParams
+from radixlm.runtime.sampling_params import INT64_RANGE, SamplingParams
 
 MAX_BATCH = 1024
 
@@ -149,6 +149,8 @@ def _bool(value: Any, name: str) -> bool:
 def _int(value: Any, name: str, minimum: int | None = None, maximum: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidRequestError(f"{name} must be an integer, got {value!r}", name)
+    if value not in INT64_RANGE:
+        raise InvalidRequestError(f"{name} must fit in 64 bits, got {value}", name)
     if minimum is not None and value < minimum:
         raise InvalidRequestError(f"{name} must be >= {minimum}, got {value}", name)
     if maximum is not None and value > maximum:

@@ -16,6 +16,8 @@ from radixlm.runtime.errors import InvalidRequestError
 
 MAX_N = 16
 MAX_STOP_SEQUENCES = 32
+# Integer fields travel to the scheduler in msgpack and into torch as int64.
+INT64_RANGE = range(-(2**63), 2**63)
 
 
 class SamplingParams(msgspec.Struct, frozen=True, kw_only=True):
@@ -90,9 +92,9 @@ class SamplingParams(msgspec.Struct, frozen=True, kw_only=True):
         out["stop_token_ids"] = checker.int_list("stop_token_ids")
         seed = values.get("sampling_seed", values.get("seed"))
         if seed is not None:
-            if isinstance(seed, bool) or not isinstance(seed, int):
+            if isinstance(seed, bool) or not isinstance(seed, int) or seed not in INT64_RANGE:
                 raise InvalidRequestError(
-                    f"{field_prefix}.sampling_seed must be an integer",
+                    f"{field_prefix}.sampling_seed must be a 64-bit integer",
                     f"{field_prefix}.sampling_seed",
                 )
             out["sampling_seed"] = seed
@@ -140,6 +142,8 @@ class _Checker:
             value = int(value)
         if isinstance(value, bool) or not isinstance(value, int):
             raise self._fail(key, f"must be an integer, got {value!r}")
+        if value not in INT64_RANGE:
+            raise self._fail(key, f"must fit in 64 bits, got {value}")
         if minimum is not None and value < minimum:
             raise self._fail(key, f"must be >= {minimum}, got {value}")
         if maximum is not None and value > maximum:
@@ -189,9 +193,10 @@ class _Checker:
         if isinstance(value, int) and not isinstance(value, bool):
             value = [value]
         if not isinstance(value, (list, tuple)) or not all(
-            isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in value
+            isinstance(t, int) and not isinstance(t, bool) and 0 <= t < INT64_RANGE.stop
+            for t in value
         ):
-            raise self._fail(key, "must be a list of non-negative integers")
+            raise self._fail(key, "must be a list of non-negative 64-bit integers")
         return tuple(value)
 
     def logit_bias(self) -> dict[int, float]:
@@ -204,6 +209,8 @@ class _Checker:
                 token_id = int(key)
             except (TypeError, ValueError):
                 raise self._fail("logit_bias", f"has a non-integer token id {key!r}") from None
+            if token_id not in INT64_RANGE:
+                raise self._fail("logit_bias", f"has token id {key} past 64 bits")
             if (
                 isinstance(bias, bool)
                 or not isinstance(bias, (int, float))

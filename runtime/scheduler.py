@@ -338,11 +338,15 @@ class Scheduler:
         self.kv.extend([req for req, _ in chosen], per_req)
         self.stats["forward_passes"] += 1
         num_output_before = sum(len(req.output_ids) for req, _ in chosen)
+        kv_lens_after = [req.kv_len + n for req, n in chosen]
         try:
             self.runner.run(chosen, slots)
         except Exception as exc:  # a bad batch fails its requests, never the loop
-            for req, n in chosen:
-                req.kv_len += n
+            # The pass's slots are written into each request's row whether or not the runner got
+            # as far as counting them (it fails in the forward or in sampling): release them all,
+            # and nothing past them.
+            for (req, _), kv_len in zip(chosen, kv_lens_after, strict=True):
+                req.kv_len = kv_len
             self._fail_pass(chosen, exc)
             return
         self.stats["generation_tokens"] += (

@@ -133,7 +133,10 @@ def sampling_values(fields: Fields) -> dict[str, Any]:
 
 
 def check_logit_bias(values: dict[str, Any], vocab_size: int) -> None:
-    for key in values.get("logit_bias") or {}:
+    bias = values.get("logit_bias")
+    if not isinstance(bias, dict):
+        return  # SamplingParams names the malformed field
+    for key in bias:
         try:
             token_id = int(key)
         except (TypeError, ValueError):

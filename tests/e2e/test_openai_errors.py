@@ -40,6 +40,8 @@ def error_of(res: requests.Response) -> dict:
         ({"frequency_penalty": -3}, "frequency_penalty"),
         ({"logprobs": True, "top_logprobs": 1000}, "top_logprobs"),
         ({"logit_bias": {"10000000": 5}}, "logit_bias"),
+        ({"logit_bias": -1}, "logit_bias"),  # not an object: was a 500
+        ({"logit_bias": True}, "logit_bias"),
         ({"stop": ["x"] * 1000}, "stop"),
         ({"response_format": {"type": "json_schema"}}, "response_format.json_schema"),
         ({"tool_choice": "required"}, "tool_choice"),

@@ -80,6 +80,22 @@ def test_logprob_defaults_follow_sglang():
         ({"text": "a", "sampling_params": {"top_p": 0}}, "sampling_params.top_p"),
         ({"text": "a", "sampling_params": {"top_p": 1.5}}, "sampling_params.top_p"),
         ({"text": "a", "sampling_params": {"top_k": 0}}, "sampling_params.top_k"),
+        # Integers past 64 bits once reached msgpack and torch (a 500, or a crashed batch).
+        ({"text": "a", "sampling_params": {"top_k": 1e308}}, "sampling_params.top_k"),
+        ({"text": "a", "sampling_params": {"top_k": 2**64}}, "sampling_params.top_k"),
+        (
+            {"text": "a", "sampling_params": {"stop_token_ids": [2**64]}},
+            "sampling_params.stop_token_ids",
+        ),
+        (
+            {"text": "a", "sampling_params": {"sampling_seed": 2**64}},
+            "sampling_params.sampling_seed",
+        ),
+        ({"text": "a", "return_logprob": True, "logprob_start_len": 2**64}, "logprob_start_len"),
+        (
+            {"text": "a", "sampling_params": {"logit_bias": {str(2**64): 1}}},
+            "sampling_params.logit_bias",
+        ),
         ({"text": "a", "sampling_params": {"stop": 3}}, "sampling_params.stop"),
         ({"text": "a", "sampling_params": "hot"}, "sampling_params"),
         ({"text": "a", "stream": "yes"}, "stream"),

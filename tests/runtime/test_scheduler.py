@@ -204,6 +204,77 @@ def test_forward_failure_fails_only_its_batch_and_the_loop_survives():
     assert_invariant(scheduler)
 
 
+def test_sampling_failure_releases_exactly_the_pass_slots(monkeypatch):
+    # The runner has already counted the pass's tokens when sampling fails: the scheduler must
+    # not count them twice (it once freed slots the radix cache still held, and the next
+    # integrity check killed the scheduler).
+    scheduler = make_scheduler()
+    shared = prompts(3, 40, shared=32)
+    run_all(scheduler, [request("warm", shared[0])])
+    sample = BatchRunner._sample
+
+    def failing_sample(self, logits, sample_reqs):
+        if any(req.rid == "bad" and req.output_ids for req, _ in sample_reqs):
+            raise ValueError("sampler exploded")
+        return sample(self, logits, sample_reqs)
+
+    monkeypatch.setattr(BatchRunner, "_sample", failing_sample)
+    results = run_all(scheduler, [request("bad", shared[1])])
+    assert results["bad"]["finish"].type == "abort"
+    assert_invariant(scheduler)
+    results = run_all(scheduler, [request("again", shared[1]), request("good", shared[2])])
+    assert [results["good"]["ids"]] == solo_outputs([shared[2]])
+    assert_invariant(scheduler)
+
+
+class _ShrinkingGrammar:
+    """Allows one token for ``lives`` steps, then none: a grammar that dead-ends mid-output
+    (a backend bug), to check it fails only its own request."""
+
+    def __init__(self, lives: int) -> None:
+        self.lives = lives
+
+    def new_matcher(self) -> _ShrinkingGrammar:
+        return _ShrinkingGrammar(self.lives)
+
+    def fill_allowed_mask(self, out) -> None:
+        if self.lives > 0:
+            out[5] = True
+
+    def accept_token(self, token_id: int) -> None:
+        self.lives -= 1
+
+    def is_accepting(self) -> bool:
+        return False
+
+    def is_terminated(self) -> bool:
+        return False
+
+    def jump_forward_tokens(self) -> list[int]:
+        return []
+
+
+class _ImmediateCompiler:
+    def submit(self, spec):
+        from concurrent.futures import Future
+
+        future: Future = Future()
+        future.set_result(_ShrinkingGrammar(lives=int(spec)))
+        return future
+
+
+def test_a_dead_end_grammar_fails_only_its_request():
+    scheduler = make_scheduler()
+    scheduler.grammars = GrammarManager(_ImmediateCompiler(), lambda kind, value: value)
+    ids = prompts(2, 12)
+    results = run_all(scheduler, [request("dead", ids[0], regex="3"), request("plain", ids[1])])
+    assert [results["plain"]["ids"]] == solo_outputs([ids[1]])
+    dead = results["dead"]
+    assert dead["ids"] == [5, 5, 5]
+    assert dead["finish"].type == "abort" and "allows no next token" in dead["finish"].message
+    assert_invariant(scheduler)
+
+
 def test_invalid_request_is_rejected_with_a_reason():
     scheduler = make_scheduler()
     results = run_all(scheduler, [request("x", [VOCAB + 5])])
