@@ -39,5 +39,5 @@ def spec_to_regex(spec: GrammarSpec, *, compact_json: bool = False) -> str:
     if spec.kind == "choices":
         return "(?:" + "|".join(literal_regex(c) for c in choices_list(spec.value)) + ")"
     raise GrammarError(
-        f"{spec.kind}: not supported by this backend (use --grammar-backend xgrammar)"
+        f"{spec.kind}: not supported by this backend (use --grammar-backend llguidance or xgrammar)"
     )

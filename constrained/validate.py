@@ -16,14 +16,14 @@ def validate_spec(spec: GrammarSpec, backend: str = "outlines", compact_json: bo
     that regex, and xgrammar would silently ignore keywords it does not enforce."""
     if len(spec.value) > MAX_SPEC_CHARS:
         raise GrammarError(f"{spec.kind}: spec longer than {MAX_SPEC_CHARS} characters")
-    if spec.kind == "ebnf" and backend != "llguidance":
-        # Only xgrammar parses EBNF here; it is checked when compiled.
-        if not spec.value.strip():
-            raise GrammarError("ebnf: empty grammar")
-        return
     if backend == "llguidance":
         from radixlm.constrained.llguidance_backend import checked_grammar
 
         checked_grammar(spec, compact_json)
         return
-    spec_to_regex(spec, compact_json=compact_json)
+    if spec.kind == "ebnf" and backend == "xgrammar":
+        # xgrammar parses EBNF only when it compiles it.
+        if not spec.value.strip():
+            raise GrammarError("ebnf: empty grammar")
+        return
+    spec_to_regex(spec, compact_json=compact_json)  # refuses EBNF for outlines

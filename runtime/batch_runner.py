@@ -221,6 +221,10 @@ class BatchRunner:
             matched = self._matched_stop_string(req, num_new)
             if matched is not None:
                 return FinishReason(type="stop", matched=matched)
+        elif req.grammar is not None and req.grammar.is_terminated():
+            # The grammar outranks min_new_tokens (as it outranks the EOS ban): nothing may follow.
+            eos = token in self.eos_token_ids
+            return FinishReason(type="stop", matched=token if eos else None)
         if num_out >= params.max_new_tokens:
             return FinishReason(type="length", length=params.max_new_tokens)
         if len(req.input_ids) + num_out >= self.context_len:

@@ -35,6 +35,11 @@ from radixlm.runtime.sampling_penalties import (
 # unlike -inf it never turns arithmetic (-inf - -inf) into NaN.
 MASKED_LOGIT = -1e30
 
+# Temperatures are applied as at most this: the distribution is uniform over the allowed tokens
+# to within a percent already, masked tokens stay at MASKED_LOGIT / 1e4, and a larger value (the
+# native API has no upper bound, like SGLang's) would overflow float32 and make the logits NaN.
+_MAX_APPLIED_TEMPERATURE = 1e4
+
 # Exponents up to about _EXP_FLOOR + ln 2 are treated as -inf when turning logits into
 # unnormalised probabilities. exp(_EXP_FLOOR) is still a normal float32, and _EXP_FLOOR_CUT sits
 # above it whatever the rounding of exp.
@@ -226,7 +231,7 @@ def _sample_rows(x: torch.Tensor, states: list[SamplingRequestState]) -> torch.T
     num_rows = x.shape[0]
     device = x.device
     params = [s.params for s in states]
-    temperatures = [p.temperature for p in params]
+    temperatures = [min(p.temperature, _MAX_APPLIED_TEMPERATURE) for p in params]
     if any(t != 1.0 for t in temperatures):
         x = x / float_tensor(temperatures, device).view(num_rows, 1)
         scores = x.sub_(x.amax(dim=-1, keepdim=True))

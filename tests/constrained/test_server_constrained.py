@@ -157,3 +157,21 @@ def test_deep_any_of_is_enforced_by_the_default_backend(default_server) -> None:
         assert validation_error(schema, out["text"]) is None, out["text"]
     else:  # cut mid-structure: still nothing but nested arrays of strings so far
         assert re.fullmatch(r'[\[\]", \n\w]*', out["text"]), out["text"]
+
+
+def test_a_finished_grammar_outranks_min_new_tokens(default_server) -> None:
+    # The grammar completes after a token or two; min_new_tokens cannot be met, and must not
+    # push the request into a state where the grammar allows nothing (that was a 500).
+    for seed in SEEDS:
+        params = {
+            "regex": "(yes|no)",
+            "min_new_tokens": 10,
+            "max_new_tokens": 16,
+            "temperature": 1.0,
+            "sampling_seed": seed,
+        }
+        res = default_server.generate({"text": "Is the sky blue?", "sampling_params": params})
+        assert res.status_code == 200, res.text
+        body = res.json()
+        assert body["text"] in ("yes", "no")
+        assert body["meta_info"]["finish_reason"]["type"] == "stop"

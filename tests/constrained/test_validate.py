@@ -20,7 +20,6 @@ from radixlm.constrained import GrammarError, GrammarSpec, validate_spec
         (GrammarSpec("json_schema", "[1]"), "must be a JSON object"),
         (GrammarSpec("choices", "[]"), "non-empty JSON list"),
         (GrammarSpec("choices", '["a", 1]'), "list of strings"),
-        (GrammarSpec("ebnf", "  "), "empty grammar"),
     ],
 )
 def test_bad_specs_are_refused_quickly(spec: GrammarSpec, message: str) -> None:
@@ -70,11 +69,21 @@ def test_unknown_kind_is_refused() -> None:
         GrammarSpec("regex", r"\d{3}-[a-z]+"),
         GrammarSpec("json_schema", '{"type": "object", "properties": {"a": {"type": "integer"}}}'),
         GrammarSpec("choices", '["yes", "no"]'),
-        GrammarSpec("ebnf", 'root ::= "a"'),
     ],
 )
 def test_good_specs_pass(spec: GrammarSpec) -> None:
     validate_spec(spec)
+
+
+def test_ebnf_goes_only_to_the_backends_that_parse_it() -> None:
+    grammar = GrammarSpec("ebnf", 'root ::= "a"')
+    validate_spec(grammar, "llguidance")
+    validate_spec(grammar, "xgrammar")
+    # outlines cannot: a 400 at the HTTP edge, not a compile failure later
+    with pytest.raises(GrammarError, match="not supported by this backend"):
+        validate_spec(grammar, "outlines")
+    with pytest.raises(GrammarError, match="empty grammar"):
+        validate_spec(GrammarSpec("ebnf", "  "), "xgrammar")
 
 
 def test_unknown_backend_lists_the_valid_names(vocab) -> None:

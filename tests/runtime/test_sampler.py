@@ -85,6 +85,9 @@ def test_masked_tokens_never_sampled_even_at_high_temperature() -> None:
         {"temperature": 5.0, "top_p": 0.99},
         {"temperature": 5.0, "min_p": 0.01},
         {"temperature": 0.0},
+        # Past float32's range (the native API has no upper bound): once NaN logits, a 500.
+        {"temperature": 1e308, "top_k": 5},
+        {"temperature": 1e308},
     ):
         out = sample(logits, _states(batch, **params), allowed_masks=allowed)
         chosen = torch.tensor(out.next_token_ids)
