@@ -24,7 +24,7 @@ from radixlm.runtime.openai_api.fields import (
     to_sampling_params,
 )
 from radixlm.runtime.openai_api.logprobs import chat_logprobs
-from radixlm.runtime.openai_api.response_format import json_schema_of
+from radixlm.runtime.openai_api.response_format import add_json_schema, json_schema_of
 from radixlm.runtime.openai_api.tools import (
     ToolCall,
     ToolCallStream,
@@ -74,8 +74,7 @@ def parse_chat(body: Any, vocab_size: int) -> ChatCall:
                 "tool_choice",
             )
         schema, constraint_field = forced, "tools"
-    if schema is not None:
-        sampling["json_schema"] = schema
+    add_json_schema(sampling, schema, constraint_field)
     return ChatCall(
         messages=messages,
         tools=tools,

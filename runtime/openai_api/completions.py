@@ -22,7 +22,7 @@ from radixlm.runtime.openai_api.fields import (
     to_sampling_params,
 )
 from radixlm.runtime.openai_api.logprobs import completion_logprobs, merge_completion_logprobs
-from radixlm.runtime.openai_api.response_format import json_schema_of
+from radixlm.runtime.openai_api.response_format import add_json_schema, json_schema_of
 from radixlm.runtime.tokenizer_manager import RequestState
 
 DEFAULT_MAX_TOKENS = 16  # OpenAI's default for this route
@@ -54,8 +54,7 @@ def parse_completion(body: Any, vocab_size: int) -> CompletionCall:
         )
     sampling = sampling_values(fields)
     schema = json_schema_of(fields.get("response_format"))
-    if schema is not None:
-        sampling["json_schema"] = schema
+    add_json_schema(sampling, schema, "response_format")
     check_logit_bias(sampling, vocab_size)
     return CompletionCall(
         prompts=_prompts(fields.get("prompt"), vocab_size),

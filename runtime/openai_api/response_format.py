@@ -42,3 +42,14 @@ def json_schema_of(response_format: Any) -> str | None:
         f"response_format.type must be text, json_object or json_schema, got {kind!r}",
         "response_format.type",
     )
+
+
+def add_json_schema(sampling: dict[str, Any], schema: str | None, field: str) -> None:
+    """Puts a route's JSON-schema constraint (from ``field``) into the sampling values; the
+    ``regex`` / ``ebnf`` extra fields cannot be combined with it."""
+    if schema is None:
+        return
+    for extra in ("regex", "ebnf"):
+        if extra in sampling:
+            raise InvalidRequestError(f"{field} cannot be combined with {extra}", field)
+    sampling["json_schema"] = schema

@@ -164,3 +164,17 @@ def test_invalid_schema_is_a_400_naming_response_format(client):
     with pytest.raises(openai.BadRequestError) as caught:
         chat(client, response_format=fmt)
     assert caught.value.body["param"] == "response_format"
+
+
+def test_response_format_and_the_regex_extra_are_exclusive(client):
+    fmt = {"type": "json_object"}
+    with pytest.raises(openai.BadRequestError) as caught:
+        chat(client, response_format=fmt, extra_body={"regex": "a+"})
+    assert caught.value.body["param"] == "response_format"
+    assert "regex" in caught.value.body["message"]
+    with pytest.raises(openai.BadRequestError) as caught:
+        # response_format on completions is SGLang's extension: an extra field here too
+        client.completions.create(
+            model=MODEL, prompt="x", extra_body={"response_format": fmt, "regex": "a+"}
+        )
+    assert caught.value.body["param"] == "response_format"
