@@ -59,9 +59,9 @@ class GrammarManager:
         removed = [r for r in self.pending if remove_all or r.rid == rid]
         for req in removed:
             self.pending.remove(req)
-            if req.grammar_future is not None:
-                req.grammar_future.cancel()
-                req.grammar_future = None
+            # Dropped, never cancelled: the compiler hands the same future to every request with
+            # this spec (and caches it), so cancelling would fail the others waiting on it.
+            req.grammar_future = None
         return removed
 
     def discard(self, req: Req) -> None:

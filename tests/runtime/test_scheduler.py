@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import Future
+
 import pytest
 
 from radixlm.radix_cache import RadixCache
@@ -272,6 +274,35 @@ def test_a_dead_end_grammar_fails_only_its_request():
     dead = results["dead"]
     assert dead["ids"] == [5, 5, 5]
     assert dead["finish"].type == "abort" and "allows no next token" in dead["finish"].message
+    assert_invariant(scheduler)
+
+
+class _SharedPendingCompiler:
+    """Like GrammarCompiler, one shared future per spec; resolved by the test."""
+
+    def __init__(self) -> None:
+        self.futures: dict[str, Future] = {}
+
+    def submit(self, spec: str) -> Future:
+        return self.futures.setdefault(spec, Future())
+
+
+def test_aborting_a_request_leaves_others_waiting_on_the_same_grammar_alone():
+    scheduler = make_scheduler()
+    compiler = _SharedPendingCompiler()
+    scheduler.grammars = GrammarManager(compiler, lambda kind, value: value)
+    ids = prompts(2, 12)
+    scheduler.handle(request("aborted", ids[0], regex="100"))
+    scheduler.handle(request("waiting", ids[1], regex="100"))
+    scheduler.step()
+    scheduler.handle(AbortRequest(rid="aborted"))
+    # It was cancelled, and the other request answered 400 "invalid grammar: " (empty reason)
+    assert not compiler.futures["100"].cancelled()
+    compiler.futures["100"].set_result(_ShrinkingGrammar(lives=100))
+    results = run_all(scheduler, [])
+    assert results["aborted"]["finish"].type == "abort"
+    assert results["waiting"]["ids"] == [5] * 8
+    assert results["waiting"]["finish"].type == "length"
     assert_invariant(scheduler)
 
 
