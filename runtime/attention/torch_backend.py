@@ -219,20 +219,31 @@ class TorchAttentionBackend(AttentionBackend):
         self.kv_cache.write(layer_id, self._out_cache_loc, k, v)
         k_buffer = self.kv_cache.k_buffer[layer_id]
         v_buffer = self.kv_cache.v_buffer[layer_id]
-        plan = self._plan
-        only_decode = len(plan) == 1 and isinstance(plan[0], _DecodeGroup) and plan[0].rows is None
-        if only_decode and self._decode_kernel is not None:
+        whole_batch = self._whole_batch_decode_group()
+        if whole_batch is not None and self._decode_kernel is not None:
             # The kernel reads float32 queries beside K/V of any width.
-            return _decode_attention(plan[0], q, k_buffer, v_buffer, scaling, self._decode_kernel)
+            return _decode_attention(
+                whole_batch, q, k_buffer, v_buffer, scaling, self._decode_kernel
+            )
         # SDPA wants the queries in the K/V dtype (bfloat16 K/V beside float32 activations).
         return self._sdpa_forward(q.to(k_buffer.dtype), k_buffer, v_buffer, scaling).to(q.dtype)
+
+    def _whole_batch_decode_group(self) -> _DecodeGroup | None:
+        """The plan's only part when it is one decode group over every row of the batch."""
+        plan = self._plan
+        if len(plan) == 1 and isinstance(plan[0], _DecodeGroup) and plan[0].rows is None:
+            return plan[0]
+        return None
 
     def _sdpa_forward(
         self, q: torch.Tensor, k_buffer: torch.Tensor, v_buffer: torch.Tensor, scaling: float
     ) -> torch.Tensor:
         plan = self._plan
-        if len(plan) == 1 and isinstance(plan[0], _DecodeGroup) and plan[0].rows is None:
-            return _decode_attention(plan[0], q, k_buffer, v_buffer, scaling, self._decode_kernel)
+        whole_batch = self._whole_batch_decode_group()
+        if whole_batch is not None:
+            return _decode_attention(
+                whole_batch, q, k_buffer, v_buffer, scaling, self._decode_kernel
+            )
         if len(plan) == 1 and isinstance(plan[0], _ExtendSeq):
             return _extend_attention(plan[0], q, k_buffer, v_buffer, scaling)
         out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
