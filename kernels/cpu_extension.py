@@ -1,4 +1,4 @@
-"""Builds our C++ CPU kernels with torch's extension loader, once per machine.
+"""Builds our C++ CPU kernels with torch's extension loader, once per machine and torch install.
 
 The first build compiles against torch's headers (about half a minute); later processes load
 the cached library from ``~/.cache/torch_extensions`` (or ``TORCH_EXTENSIONS_DIR``). Kernels are
@@ -9,7 +9,9 @@ to build, and callers keep their torch path.
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
+import os
 from types import ModuleType
 
 logger = logging.getLogger(__name__)
@@ -18,11 +20,15 @@ logger = logging.getLogger(__name__)
 @functools.cache
 def load_cpu_extension(name: str, source: str, functions: tuple[str, ...]) -> ModuleType | None:
     """The compiled module exposing ``functions``, or None if this machine cannot build it."""
+    import torch
     from torch.utils import cpp_extension
 
+    # One build per torch installation: two virtual environments would otherwise share the build
+    # folder of `name`, and each would rebuild it (~40 s) whenever the other had loaded it last.
+    install = hashlib.sha1(os.path.dirname(torch.__file__).encode()).hexdigest()[:8]
     try:
         return cpp_extension.load_inline(
-            name=name,
+            name=f"{name}_{install}",
             cpp_sources=[source],
             functions=list(functions),
             # -fno-math-errno lets `omp simd` loops call the vectorized exp.
