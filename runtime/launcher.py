@@ -63,7 +63,7 @@ class ServerProcesses:
             ),
             name="radixlm-scheduler",
             # Not a daemon: it runs grammar-compile worker processes. It still dies with us
-            # (PR_SET_PDEATHSIG) and ``stop`` terminates it.
+            # (PR_SET_PDEATHSIG) and ``stop`` kills it.
             daemon=False,
         )
         detokenizer = ctx.Process(
@@ -105,6 +105,7 @@ class ServerProcesses:
             ready = wait(list(sentinels))
             if not self._stopping:
                 proc = sentinels[ready[0]]
+                proc.join(5)  # the sentinel can fire before the exit status is there to read
                 on_child_death(f"{proc.name} died (exit code {proc.exitcode})")
 
         threading.Thread(target=run, name="radixlm-child-watch", daemon=True).start()
@@ -116,12 +117,11 @@ class ServerProcesses:
 
     def stop(self) -> None:
         self._stopping = True
+        # Children ignore SIGTERM (process_utils.die_with_parent); by now the drain has finished
+        # what they had in flight, and they hold nothing that must be flushed.
         for proc in self._procs:
-            if proc.is_alive():
-                proc.terminate()
-        for proc in self._procs:
-            proc.join(5)
             if proc.is_alive():
                 proc.kill()
-                proc.join(5)
+        for proc in self._procs:
+            proc.join(5)
         self.endpoints.remove()

@@ -15,8 +15,11 @@ def die_with_parent() -> None:
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    # The launcher owns shutdown: Ctrl-C in a terminal reaches the whole group, children ignore it.
+    # The launcher owns shutdown. Ctrl-C in a terminal reaches the whole process group, and so
+    # does a service manager's SIGTERM (systemd's default); children ignore both, so in-flight
+    # requests drain before the launcher stops them.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def setup_logging(level: str, process_name: str) -> None:

@@ -24,7 +24,10 @@ def free_port() -> int:
 class ServerProcess:
     """``python -m radixlm.launch_server`` on a free port; logs go to a temporary file."""
 
-    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, *args: str, env: dict[str, str] | None = None, new_session: bool = False
+    ) -> None:
+        """``new_session``: the server leads its own process group (for group-wide signals)."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_file = tempfile.NamedTemporaryFile(
@@ -32,7 +35,11 @@ class ServerProcess:
         )
         cmd = [sys.executable, "-m", "radixlm.launch_server", "--port", str(self.port), *args]
         self.proc = subprocess.Popen(
-            cmd, stdout=self.log_file, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+            cmd,
+            stdout=self.log_file,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            start_new_session=new_session,
         )
         self._wait_ready()
 

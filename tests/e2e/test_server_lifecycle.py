@@ -7,6 +7,7 @@ import signal
 import threading
 import time
 
+import pytest
 import requests
 
 from tests.server_harness import ServerProcess
@@ -25,6 +26,11 @@ def children_of(pid: int) -> list[int]:
     return out
 
 
+def read_bytes(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
 def alive(pid: int) -> bool:
     """Running or sleeping; a zombie waiting to be reaped by init counts as gone."""
     try:
@@ -34,8 +40,11 @@ def alive(pid: int) -> bool:
         return False
 
 
-def test_sigterm_finishes_in_flight_work_and_leaves_nothing_behind():
-    server = ServerProcess("--max-total-tokens", "4096")
+@pytest.mark.parametrize("whole_group", [False, True], ids=["launcher", "process-group"])
+def test_sigterm_finishes_in_flight_work_and_leaves_nothing_behind(whole_group):
+    # A service manager (systemd's default KillMode) signals every process of the group: the
+    # children must leave the shutdown to the launcher, or in-flight requests are cut off.
+    server = ServerProcess("--max-total-tokens", "4096", new_session=whole_group)
     children = children_of(server.proc.pid)
     assert len(children) >= 2  # scheduler and detokenizer
     log = server.log_text()
@@ -54,6 +63,8 @@ def test_sigterm_finishes_in_flight_work_and_leaves_nothing_behind():
     worker = threading.Thread(target=long_request)
     worker.start()
     time.sleep(1.0)
+    if whole_group:
+        os.killpg(server.proc.pid, signal.SIGTERM)
     assert server.stop(signal.SIGTERM) == 0
     worker.join(60)
     assert result["res"].status_code == 200
@@ -71,3 +82,20 @@ def test_binding_defaults_to_localhost_and_warns_on_public_without_key():
         assert "without --api-key" in server.log_text()
     finally:
         server.stop()
+
+
+def test_a_dead_child_shuts_the_server_down():
+    server = ServerProcess("--max-total-tokens", "2048")
+    children = children_of(server.proc.pid)
+    try:
+        # The scheduler or the detokenizer (multiprocessing's resource tracker is a child too).
+        spawned = [pid for pid in children if b"spawn_main" in read_bytes(f"/proc/{pid}/cmdline")]
+        os.kill(spawned[0], signal.SIGKILL)
+        assert server.proc.wait(60) == 1, server.log_text()
+    finally:
+        server.stop(signal.SIGKILL)
+    assert "died (exit code -9); shutting down" in server.log_text()
+    deadline = time.monotonic() + 15
+    while any(alive(pid) for pid in children) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [pid for pid in children if alive(pid)]
