@@ -32,6 +32,7 @@ from radixlm.runtime.io_struct import (
 from radixlm.runtime.kv_manager import KVManager
 from radixlm.runtime.output_builder import OutputBuilder
 from radixlm.runtime.overlap import InFlightDecode, can_overlap, finishes_by_length, launch_decode
+from radixlm.runtime.process_utils import release_free_heap
 from radixlm.runtime.request import Req
 from radixlm.runtime.schedule_policy import PrefillBudget, order_waiting
 from radixlm.runtime.scheduler_config import SchedulerConfig
@@ -422,15 +423,26 @@ class Scheduler:
         self._finish(req, FinishReason(type="abort", message=message, status_code=400), False)
 
 
+# Memory freed by passes goes back to the OS once the scheduler has been idle this long; not at
+# every pause, or each burst's first pass would fault the same pages in again (a trim of a
+# gigabyte takes ~170 ms, then the pages are zero-filled anew).
+IDLE_RELEASE_AFTER_S = 5.0
+
+
 def run_scheduler_loop(scheduler: Scheduler, inbox: ipc.Channel, outbox: ipc.Channel) -> None:
     """Blocks on the inbox when idle; drains it without blocking between passes."""
     poller = zmq.Poller()
     poller.register(inbox.socket, zmq.POLLIN)
     last_check = time.monotonic()
+    idle_since: float | None = None  # None while busy
+    heap_released = False
     shutdown_deadline: float | None = None
     while True:
         if scheduler.busy:
             timeout_ms = 0 if (scheduler.running or scheduler.waiting) else 5
+        elif idle_since is not None and not heap_released:
+            wait_s = idle_since + IDLE_RELEASE_AFTER_S - time.monotonic()
+            timeout_ms = max(0, int(wait_s * 1000) + 1)
         else:
             timeout_ms = None
         while poller.poll(timeout_ms):
@@ -450,11 +462,22 @@ def run_scheduler_loop(scheduler: Scheduler, inbox: ipc.Channel, outbox: ipc.Cha
             return
         scheduler.step()
         _flush(scheduler, outbox)
-        if not scheduler.busy and time.monotonic() - last_check > 1.0:
+        now = time.monotonic()
+        if scheduler.busy:
+            idle_since, heap_released = None, False
+            continue
+        if idle_since is None:
+            idle_since = now
+        if now - last_check > 1.0:
             state = scheduler.kv.check([])
             if not state["ok"]:
                 logger.error("KV pool invariant broken while idle: %s", state)
-            last_check = time.monotonic()
+            last_check = now
+        if not heap_released and now - idle_since >= IDLE_RELEASE_AFTER_S:
+            released = release_free_heap()
+            heap_released = True
+            if released >= 1 << 20:
+                logger.info("Idle: returned %d MB of freed memory to the OS", released >> 20)
 
 
 def _flush(scheduler: Scheduler, outbox: ipc.Channel) -> None:

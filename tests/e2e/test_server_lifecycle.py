@@ -10,20 +10,8 @@ import time
 import pytest
 import requests
 
+from tests.reliability.processes import alive, descendants
 from tests.server_harness import ServerProcess
-
-
-def children_of(pid: int) -> list[int]:
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
-                        out.append(int(entry))
-            except (OSError, ValueError, IndexError):
-                pass
-    return out
 
 
 def read_bytes(path: str) -> bytes:
@@ -31,21 +19,12 @@ def read_bytes(path: str) -> bytes:
         return f.read()
 
 
-def alive(pid: int) -> bool:
-    """Running or sleeping; a zombie waiting to be reaped by init counts as gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 @pytest.mark.parametrize("whole_group", [False, True], ids=["launcher", "process-group"])
 def test_sigterm_finishes_in_flight_work_and_leaves_nothing_behind(whole_group):
     # A service manager (systemd's default KillMode) signals every process of the group: the
     # children must leave the shutdown to the launcher, or in-flight requests are cut off.
     server = ServerProcess("--max-total-tokens", "4096", new_session=whole_group)
-    children = children_of(server.proc.pid)
+    children = descendants(server.proc.pid)
     assert len(children) >= 2  # scheduler and detokenizer
     log = server.log_text()
     assert "radixlm ready at" in log
@@ -86,7 +65,7 @@ def test_binding_defaults_to_localhost_and_warns_on_public_without_key():
 
 def test_a_dead_child_shuts_the_server_down():
     server = ServerProcess("--max-total-tokens", "2048")
-    children = children_of(server.proc.pid)
+    children = descendants(server.proc.pid)
     try:
         # The scheduler or the detokenizer (multiprocessing's resource tracker is a child too).
         spawned = [pid for pid in children if b"spawn_main" in read_bytes(f"/proc/{pid}/cmdline")]
