@@ -3,10 +3,10 @@
 Starts a server (default model), then sends ``--rounds`` rounds of ``--requests-per-round``
 requests at ``--concurrency``: random prompts of 10-60 words, 1-16 output tokens, a third
 streamed, a fifth with logprobs, a seventh under a regex. After each round it prints the status
-codes seen, the round's wall time, and, after an 8 s pause, the resident memory (VmRSS, MB) of the
-launcher and each of its children, so that growth over time shows as a trend. A server that leaks or fragments
-memory grows round after round; a healthy one levels off after the first rounds (the radix
-cache and the allocator's pools fill up once).
+codes seen, the round's wall time, and, after an 8 s pause, the resident memory (MB) of the
+launcher and each of its children, so that growth over time shows as a trend. A server that
+leaks or fragments memory grows round after round; a healthy one levels off after the first
+rounds (the radix cache and the allocator's pools fill up once).
 
     .venv/bin/python benchmarks/bench_soak.py [--rounds 8] [--requests-per-round 600]
     .venv/bin/python benchmarks/bench_soak.py --env MALLOC_ARENA_MAX=2   # an environment variant
@@ -26,21 +26,11 @@ from pathlib import Path
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from radixlm.runtime.process_utils import resident_bytes  # noqa: E402
 from tests.reliability.processes import descendants  # noqa: E402
 from tests.server_harness import ServerProcess  # noqa: E402
 
 IDLE_PAUSE_S = 8.0
-
-
-def resident_mb(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) // 1024
-    except OSError:
-        pass
-    return 0
 
 
 def request_body(index: int) -> dict:
@@ -59,8 +49,9 @@ def request_body(index: int) -> dict:
 
 
 def send(url: str, index: int) -> int:
-    response = requests.post(url + "/generate", json=request_body(index), timeout=300)
-    if response.ok and request_body(index)["stream"]:
+    body = request_body(index)
+    response = requests.post(url + "/generate", json=body, timeout=300)
+    if response.ok and body["stream"]:
         assert response.text.rstrip().endswith("data: [DONE]"), response.text[-200:]
     return response.status_code
 
@@ -90,7 +81,7 @@ def main() -> None:
                 codes = collections.Counter(pool.map(lambda i: send(server.url, i), indices))
                 wall = time.perf_counter() - start
                 time.sleep(IDLE_PAUSE_S)  # the scheduler returns freed memory when it goes idle
-                memory = [resident_mb(pid) for pid in processes]
+                memory = [resident_bytes(pid) >> 20 for pid in processes]
                 print(
                     f"| {round_index} | {first + args.requests_per_round} | {json.dumps(codes)} "
                     f"| {wall:.0f} | {memory} | {sum(memory)} |",

@@ -33,10 +33,10 @@ def die_with_parent() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
-def resident_bytes() -> int:
-    """This process's resident memory (Linux; 0 where /proc is missing)."""
+def resident_bytes(pid: int | str = "self") -> int:
+    """A process's resident memory (Linux; 0 where /proc is missing or the process is gone)."""
     try:
-        with open("/proc/self/statm") as f:
+        with open(f"/proc/{pid}/statm") as f:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except OSError:
         return 0

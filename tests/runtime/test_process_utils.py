@@ -7,18 +7,14 @@ import sys
 
 import pytest
 
-from radixlm.runtime.process_utils import release_free_heap
+from radixlm.runtime.process_utils import release_free_heap, resident_bytes
 
 CHUNK_BYTES = 64 * 1024  # below glibc's mmap threshold: served from the heap
 CHUNKS = 1600  # 100 MiB
 
 
 def resident_mib() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
+    return resident_bytes() / (1 << 20)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc heaps")
