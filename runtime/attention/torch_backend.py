@@ -28,7 +28,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from radixlm.kernels.cpu_decode_attention import CpuDecodeAttention, load_cpu_decode_attention
+from radixlm.kernels.cpu_decode_attention import (
+    CpuDecodeAttention,
+    load_cpu_decode_attention,
+    supports_head_dim,
+)
 from radixlm.runtime.attention.base import AttentionBackend
 from radixlm.runtime.forward_batch import ForwardBatch, ForwardMode
 from radixlm.runtime.memory_pool import KVCache, ReqToTokenPool
@@ -81,8 +85,9 @@ class TorchAttentionBackend(AttentionBackend):
     def __init__(self, kv_cache: KVCache, req_to_token_pool: ReqToTokenPool) -> None:
         super().__init__(kv_cache, req_to_token_pool)
         on_cpu = req_to_token_pool.req_to_token.device.type == "cpu"
+        head_dim = kv_cache.k_buffer[0].shape[-1]
         self._decode_kernel: CpuDecodeAttention | None = (
-            load_cpu_decode_attention() if on_cpu else None
+            load_cpu_decode_attention() if on_cpu and supports_head_dim(head_dim) else None
         )
         self._out_cache_loc = torch.empty(0, dtype=torch.int64)
         self._plan: list[_DecodeGroup | _ExtendSeq | _ExtendGroup] = []
