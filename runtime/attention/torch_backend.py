@@ -11,10 +11,11 @@ number of new tokens (again at most doubling) and padded to one query block per 
 causal mask over prefix + new tokens; long extends (prompt chunks) attend sequence by sequence.
 So forced tokens cost a few gathers and SDPA calls per layer, not one per sequence.
 
-On CPU, decode rows go to a compiled kernel (kernels/cpu_decode_attention.py) that reads
-each sequence's K/V where it lies in the pool, instead of the gather + SDPA: one pass over the
-K/V bytes instead of three, no padding (so no length groups), and per-row arithmetic that does
-not depend on the batch. Without a compiler the gather path below runs.
+On CPU, every batch (decode, prefill chunks, and any mix) goes to one call per layer of a
+compiled kernel (kernels/cpu_paged_attention.py) that reads each sequence's K/V where it lies in
+the pool, instead of the gathers + SDPA: one pass over the K/V bytes instead of three, no
+padding, and per-row arithmetic that depends neither on the batch nor on how a token arrives
+(decode row or prefill chunk). Without a compiler the gather path below runs.
 
 GQA in decode without copying K/V: query heads ``kv * group .. kv * group + group - 1`` share
 KV head ``kv`` (HF's repeat_kv order), so viewing q as (batch, kv_heads, group, head_dim) lets
@@ -28,9 +29,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from radixlm.kernels.cpu_decode_attention import (
-    CpuDecodeAttention,
-    load_cpu_decode_attention,
+from radixlm.kernels.cpu_paged_attention import (
+    CpuPagedAttention,
+    load_cpu_paged_attention,
     supports_head_dim,
 )
 from radixlm.runtime.attention.base import AttentionBackend
@@ -43,6 +44,15 @@ _MAX_DECODE_GROUPS = 4
 # Extends up to this many new tokens are padded into groups; longer ones attend one by one
 # (padding every query of a group to a prompt chunk's length would waste the attention).
 _MAX_BATCHED_EXTEND = 32
+
+
+@dataclass(frozen=True)
+class _KernelBatch:
+    """The compiled CPU kernel's view of a batch (see kernels/cpu_paged_attention.py)."""
+
+    slots: torch.Tensor  # (batch, max_len) KV slots per sequence
+    seq_lens: torch.Tensor  # (batch,)
+    extend_lens: torch.Tensor  # (batch,) new tokens per sequence
 
 
 @dataclass(frozen=True)
@@ -86,16 +96,26 @@ class TorchAttentionBackend(AttentionBackend):
         super().__init__(kv_cache, req_to_token_pool)
         on_cpu = req_to_token_pool.req_to_token.device.type == "cpu"
         head_dim = kv_cache.k_buffer[0].shape[-1]
-        self._decode_kernel: CpuDecodeAttention | None = (
-            load_cpu_decode_attention() if on_cpu and supports_head_dim(head_dim) else None
+        self._cpu_kernel: CpuPagedAttention | None = (
+            load_cpu_paged_attention() if on_cpu and supports_head_dim(head_dim) else None
         )
         self._out_cache_loc = torch.empty(0, dtype=torch.int64)
+        self._kernel_batch: _KernelBatch | None = None
         self._plan: list[_DecodeGroup | _ExtendSeq | _ExtendGroup] = []
 
     def prepare(self, batch: ForwardBatch) -> None:
         self._out_cache_loc = batch.out_cache_loc
+        if self._cpu_kernel is not None:
+            self._kernel_batch = _KernelBatch(
+                slots=self.req_to_token_pool.req_to_token[
+                    batch.req_pool_indices, : max(batch.seq_lens_cpu)
+                ],
+                seq_lens=batch.seq_lens,
+                extend_lens=torch.tensor(batch.extend_lens_cpu, dtype=torch.int64),
+            )
+            return
         if batch.mode is ForwardMode.DECODE:
-            groups = self._decode_groups(batch.seq_lens_cpu)
+            groups = _length_groups(batch.seq_lens_cpu)
             self._plan = [self._decode_group(batch, rows, len(groups) > 1) for rows in groups]
             return
         self._plan = []
@@ -112,7 +132,7 @@ class TorchAttentionBackend(AttentionBackend):
                 self._plan.append(self._extend_seq(batch, i, starts[i]))
         if single:
             lens = tuple(batch.seq_lens_cpu[i] for i in single)
-            for rows in self._decode_groups(lens):
+            for rows in _length_groups(lens):
                 seqs = [single[r] for r in rows]
                 self._plan.append(
                     self._decode_group(batch, seqs, True, token_rows=[starts[i] for i in seqs])
@@ -121,11 +141,6 @@ class TorchAttentionBackend(AttentionBackend):
             for rows in _length_groups(tuple(batch.extend_lens_cpu[i] for i in short)):
                 seqs = [short[r] for r in rows]
                 self._plan.append(self._extend_group(batch, seqs, [starts[i] for i in seqs]))
-
-    def _decode_groups(self, seq_lens: tuple[int, ...]) -> list[list[int]]:
-        if self._decode_kernel is not None:  # no padding: one group
-            return [list(range(len(seq_lens)))]
-        return _length_groups(seq_lens)
 
     def _extend_seq(self, batch: ForwardBatch, i: int, start: int) -> _ExtendSeq:
         req_to_token = self.req_to_token_pool.req_to_token
@@ -206,7 +221,7 @@ class TorchAttentionBackend(AttentionBackend):
         # (group, max_len): slots past a sequence's end are stale but valid pool indices.
         slots = self.req_to_token_pool.req_to_token[req_pool_indices, :max_len]
         mask = None
-        if min(seq_lens) != max_len and self._decode_kernel is None:
+        if min(seq_lens) != max_len:
             positions = torch.arange(max_len, device=device)
             mask = (positions[None, :] < group_seq_lens[:, None]).view(-1, 1, 1, max_len)
         if token_rows is not None:
@@ -224,12 +239,18 @@ class TorchAttentionBackend(AttentionBackend):
         self.kv_cache.write(layer_id, self._out_cache_loc, k, v)
         k_buffer = self.kv_cache.k_buffer[layer_id]
         v_buffer = self.kv_cache.v_buffer[layer_id]
-        whole_batch = self._whole_batch_decode_group()
-        if whole_batch is not None and self._decode_kernel is not None:
+        kernel_batch = self._kernel_batch
+        if self._cpu_kernel is not None and kernel_batch is not None:
             # The kernel reads float32 queries beside K/V of any width.
-            return _decode_attention(
-                whole_batch, q, k_buffer, v_buffer, scaling, self._decode_kernel
-            )
+            return self._cpu_kernel(
+                q.float().contiguous(),
+                k_buffer,
+                v_buffer,
+                kernel_batch.slots,
+                kernel_batch.seq_lens,
+                kernel_batch.extend_lens,
+                scaling,
+            ).to(q.dtype)
         # SDPA wants the queries in the K/V dtype (bfloat16 K/V beside float32 activations).
         return self._sdpa_forward(q.to(k_buffer.dtype), k_buffer, v_buffer, scaling).to(q.dtype)
 
@@ -246,9 +267,7 @@ class TorchAttentionBackend(AttentionBackend):
         plan = self._plan
         whole_batch = self._whole_batch_decode_group()
         if whole_batch is not None:
-            return _decode_attention(
-                whole_batch, q, k_buffer, v_buffer, scaling, self._decode_kernel
-            )
+            return _decode_attention(whole_batch, q, k_buffer, v_buffer, scaling)
         if len(plan) == 1 and isinstance(plan[0], _ExtendSeq):
             return _extend_attention(plan[0], q, k_buffer, v_buffer, scaling)
         out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
@@ -258,9 +277,7 @@ class TorchAttentionBackend(AttentionBackend):
                 out.index_copy_(
                     0,
                     part.rows,
-                    _decode_attention(
-                        part, group_q, k_buffer, v_buffer, scaling, self._decode_kernel
-                    ),
+                    _decode_attention(part, group_q, k_buffer, v_buffer, scaling),
                 )
             elif isinstance(part, _ExtendSeq):
                 out[part.start : part.start + part.num_new] = _extend_attention(
@@ -291,13 +308,7 @@ def _decode_attention(
     k_buffer: torch.Tensor,
     v_buffer: torch.Tensor,
     scaling: float,
-    kernel: CpuDecodeAttention | None,
 ) -> torch.Tensor:  # (group_size, heads, dim)
-    if kernel is not None:
-        out = kernel(
-            q.float().contiguous(), k_buffer, v_buffer, group.slots, group.seq_lens, scaling
-        )
-        return out.to(q.dtype)
     group_size, num_heads, head_dim = q.shape
     num_kv_heads = k_buffer.shape[1]
     # (group, max_len, kv_heads, head_dim) -> (group, kv_heads, max_len, head_dim)

@@ -16,7 +16,7 @@ from tests.runtime.test_model_vs_hf import TINY_CONFIGS, VOCAB, assert_logits_cl
 
 @pytest.fixture(scope="module", params=["cpu_kernel", "gather"])
 def tiny_runner(request, tmp_path_factory, default_model):
-    """Decode rows through the compiled CPU kernel, and through the gather + SDPA path that
+    """Every pass through the compiled CPU kernel, and through the gather + SDPA path that
     CUDA tensors and machines without a compiler take."""
     # Llama-3 tiny: GQA 4:1, so the grouped-query views are exercised.
     model_dir = save_tiny_hf_model(
@@ -31,8 +31,8 @@ def tiny_runner(request, tmp_path_factory, default_model):
         context_len=256,
     )
     if request.param == "gather":
-        runner.attn_backend._decode_kernel = None
-    elif runner.attn_backend._decode_kernel is None:
+        runner.attn_backend._cpu_kernel = None
+    elif runner.attn_backend._cpu_kernel is None:
         pytest.skip("no C++ compiler for the CPU kernel")
     return runner
 

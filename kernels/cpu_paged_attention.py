@@ -1,28 +1,31 @@
-"""Paged decode attention on CPU: one new token per sequence, read straight from the KV pool.
+"""Paged attention on CPU for decode and prefill alike, read straight from the KV pool.
 
-The torch path gathers every sequence's K/V out of the pool into a padded copy and runs
-``scaled_dot_product_attention`` on it: at 32 sequences of a few hundred tokens that is three
-passes over the K/V bytes (read, write the copy, read it again) and about half of a CPU decode
-step. This kernel reads each K/V row once, where it lies, so its cost is one pass.
+Sequence ``b`` brings ``extend_lens[b]`` new tokens (1 in decode, a prompt chunk in prefill, a
+token plus its jump-forwarded text in between) at the last positions of its ``seq_lens[b]``;
+new token ``t`` sees keys ``0 .. seq_len - extend_len + t`` (causal over prefix + new). The
+torch path gathers every sequence's K/V out of the pool into padded copies for SDPA: three
+passes over the K/V bytes, per-shape padding, one SDPA call per long prompt. This kernel reads
+each K/V row where it lies and serves a whole batch, any mix of decode and prefill, in one call.
 
-Work items are (sequence, KV head) pairs, spread over torch's intra-op threads; each computes
-the ``num_heads / num_kv_heads`` query heads that share its KV head, 64 tokens at a time: their
-K (then V) rows are widened to float32 once into L1 and used by every head of the group, eight
-tokens' dot products run side by side (independent FMA chains, summed in one transpose), and the
-softmax's exponentials are vectorized (std::exp is scalar: it was a fifth of the kernel's time).
-Each item's arithmetic
-does not depend on the other rows of the batch, so a sequence gets the same output alone or
-batched. Built once per machine with torch's C++ extension loader (cached under
-``~/.cache/torch_extensions``); ``load_cpu_decode_attention`` returns None when no compiler
-is available, and callers keep the torch path.
+Work items are (sequence, KV head, up to 8 consecutive new tokens), costliest first, handed out
+one at a time to torch's intra-op threads (causal items differ in cost by up to the sequence
+length). An item computes every query head that shares its KV head, 64 keys at a time: their K
+(then V) rows are widened to float32 once into L1 and used by all of the item's query rows;
+eight keys' dot products run side by side (independent FMA chains, summed in one transpose);
+the softmax's exponentials are vectorized (std::exp is scalar: it was a fifth of the kernel's
+time). A query row's arithmetic depends only on its own query and keys, so a token gets the
+same bits alone or batched, and as a decode row or inside a prefill chunk. Built once per
+machine with torch's C++ extension loader (cached under ``~/.cache/torch_extensions``);
+``load_cpu_paged_attention`` returns None when no compiler is available, and callers keep the
+torch path.
 Reference: ``kernels.reference.paged_attention_reference``.
 
 Layouts:
-  q        (batch, num_heads, head_dim) float32
-  k_buffer (num_slots, num_kv_heads, head_dim) float32 or bfloat16, v_buffer the same
-  slots    (batch, max_len) int64: row b's first ``seq_lens[b]`` entries are its KV slots
-  seq_lens (batch,) int64, each >= 1
-  out      (batch, num_heads, head_dim) float32
+  q           (sum(extend_lens), num_heads, head_dim) float32, sequence after sequence
+  k_buffer    (num_slots, num_kv_heads, head_dim) float32 or bfloat16, v_buffer the same
+  slots       (batch, max_len) int64: row b's first ``seq_lens[b]`` entries are its KV slots
+  seq_lens    (batch,) int64; extend_lens (batch,) int64, 1 <= extend_lens[b] <= seq_lens[b]
+  out         like q
   head_dim a multiple of 8 (``supports_head_dim``); AVX2 and FMA, else the kernel fails to build
 """
 
@@ -39,6 +42,7 @@ _SOURCE = r"""
 #include <ATen/Parallel.h>
 #include <immintrin.h>
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -151,20 +155,55 @@ static inline void prefetch_row(const KV* row, int64_t n) {
     __builtin_prefetch(bytes + offset);
 }
 
+// One work item: the `num_tokens` new tokens from `first_token` of sequence `seq`, against KV
+// head `kv_head`, with every query head of its group.
+struct Item {
+  int64_t seq, kv_head, first_token, num_tokens, cost;
+};
+
+constexpr int64_t kTokensPerItem = 8;  // new tokens of one sequence that share widened rows
+
 template <typename KV>
 static void run(const float* q, const KV* k, const KV* v, const int64_t* slots,
-                const int64_t* seq_lens, float* out, int64_t batch, int64_t num_heads,
-                int64_t num_kv_heads, int64_t head_dim, int64_t max_len, float scale) {
+                const int64_t* seq_lens, const int64_t* extend_lens, float* out, int64_t batch,
+                int64_t num_heads, int64_t num_kv_heads, int64_t head_dim, int64_t max_len,
+                float scale) {
   const int64_t group = num_heads / num_kv_heads;
   const int64_t row_stride = num_kv_heads * head_dim;  // elements between two KV slots
   const int64_t vecs = head_dim / 8;
-  at::parallel_for(0, batch * num_kv_heads, 1, [&](int64_t begin, int64_t end) {
+  std::vector<int64_t> q_start(batch);  // row of q holding sequence b's first new token
+  std::vector<Item> items;
+  for (int64_t b = 0, row = 0; b < batch; row += extend_lens[b], ++b) {
+    q_start[b] = row;
+    const int64_t prefix = seq_lens[b] - extend_lens[b];
+    for (int64_t t0 = 0; t0 < extend_lens[b]; t0 += kTokensPerItem) {
+      const int64_t n = std::min(kTokensPerItem, extend_lens[b] - t0);
+      for (int64_t h = 0; h < num_kv_heads; ++h) items.push_back({b, h, t0, n, n * (prefix + t0 + n)});
+    }
+  }
+  // Costliest first, handed out one at a time: causal items differ in cost by up to the
+  // sequence length, so a static split would leave one thread waiting for the other.
+  std::stable_sort(items.begin(), items.end(),
+                   [](const Item& a, const Item& b) { return a.cost > b.cost; });
+  std::atomic<int64_t> next{0};
+  at::parallel_for(0, at::get_num_threads(), 1, [&](int64_t, int64_t) {
     std::vector<float> scores, rows(kSegment * head_dim), acc;
-    for (int64_t item = begin; item < end; ++item) {
-      const int64_t b = item / num_kv_heads, kv_head = item % num_kv_heads;
-      const int64_t len = seq_lens[b], padded_len = len + 8;  // room for a last 8-token store
+    std::vector<int64_t> visible;
+    std::vector<float> totals;
+    for (int64_t index = next++; index < static_cast<int64_t>(items.size()); index = next++) {
+      const Item& item = items[index];
+      const int64_t b = item.seq, kv_head = item.kv_head;
+      const int64_t prefix = seq_lens[b] - extend_lens[b];
+      const int64_t len = prefix + item.first_token + item.num_tokens;  // keys any row sees
+      const int64_t padded_len = len + 8;  // room for a last 8-key store
+      const int64_t num_rows = item.num_tokens * group;  // row r: token r / group, head r % group
       const int64_t* seq_slots = slots + b * max_len;
-      const float* q_group = q + (b * num_heads + kv_head * group) * head_dim;
+      auto q_row = [&](int64_t r) {
+        return q + ((q_start[b] + item.first_token + r / group) * num_heads + kv_head * group +
+                    r % group) * head_dim;
+      };
+      visible.resize(num_rows);
+      for (int64_t r = 0; r < num_rows; ++r) visible[r] = prefix + item.first_token + r / group + 1;
       auto row_at = [&](const KV* buffer, int64_t t) {
         return buffer + seq_slots[t] * row_stride + kv_head * head_dim;
       };
@@ -178,79 +217,90 @@ static void run(const float* q, const KV* k, const KV* v, const int64_t* slots,
           for (int64_t i = 0; i < vecs; ++i) _mm256_storeu_ps(dst + i * 8, load8(src + i * 8));
         }
       };
-      scores.assign(group * padded_len, 0.f);
+      scores.assign(num_rows * padded_len, 0.f);
       for (int64_t t0 = 0; t0 < len; t0 += kSegment) {
         const int64_t n = std::min(kSegment, len - t0);
         widen(k, t0, n);
-        for (int64_t g = 0; g < group; ++g) {
-          const float* qg = q_group + g * head_dim;
-          for (int64_t j0 = 0; j0 < n; j0 += 8) {  // 8 tokens' dot products side by side
+        for (int64_t r = 0; r < num_rows; ++r) {
+          const int64_t m = std::min(n, visible[r] - t0);  // keys of this segment row r sees
+          const float* qr = q_row(r);
+          for (int64_t j0 = 0; j0 < m; j0 += 8) {  // 8 keys' dot products side by side
             const float* row[8];
             for (int j = 0; j < 8; ++j) row[j] = rows.data() + std::min(j0 + j, n - 1) * head_dim;
             __m256 part[8];
             for (int j = 0; j < 8; ++j) part[j] = _mm256_setzero_ps();
             for (int64_t i = 0; i < vecs; ++i) {
-              const __m256 qv = _mm256_loadu_ps(qg + i * 8);
+              const __m256 qv = _mm256_loadu_ps(qr + i * 8);
               for (int j = 0; j < 8; ++j)
                 part[j] = _mm256_fmadd_ps(qv, _mm256_loadu_ps(row[j] + i * 8), part[j]);
             }
-            // Lanes past n land in the next segment's places (rewritten there) or the padding.
-            _mm256_storeu_ps(scores.data() + g * padded_len + t0 + j0,
+            // Lanes past m land on places rewritten later or never read (the padding).
+            _mm256_storeu_ps(scores.data() + r * padded_len + t0 + j0,
                              _mm256_mul_ps(sum_each(part), _mm256_set1_ps(scale)));
           }
         }
       }
-      std::vector<float> totals(group);
-      for (int64_t g = 0; g < group; ++g) {  // softmax, kept unnormalised until the end
-        float* s = scores.data() + g * padded_len;
-        totals[g] = exp_in_place(s, len, max_of(s, len));
+      totals.resize(num_rows);
+      for (int64_t r = 0; r < num_rows; ++r) {  // softmax, kept unnormalised until the end
+        float* s = scores.data() + r * padded_len;
+        totals[r] = exp_in_place(s, visible[r], max_of(s, visible[r]));
       }
-      acc.assign(group * head_dim, 0.f);
+      acc.assign(num_rows * head_dim, 0.f);
       for (int64_t t0 = 0; t0 < len; t0 += kSegment) {
         const int64_t n = std::min(kSegment, len - t0);
         widen(v, t0, n);
-        for (int64_t g = 0; g < group; ++g)
-          add_weighted_rows(rows.data(), head_dim, vecs, scores.data() + g * padded_len + t0, n,
-                            acc.data() + g * head_dim);
+        for (int64_t r = 0; r < num_rows; ++r)
+          add_weighted_rows(rows.data(), head_dim, vecs, scores.data() + r * padded_len + t0,
+                            std::min(n, visible[r] - t0), acc.data() + r * head_dim);
       }
-      for (int64_t g = 0; g < group; ++g) {
-        float* o = out + (b * num_heads + kv_head * group + g) * head_dim;
-        for (int64_t d = 0; d < head_dim; ++d) o[d] = acc[g * head_dim + d] / totals[g];
+      for (int64_t r = 0; r < num_rows; ++r) {
+        float* o = out + (q_row(r) - q);
+        for (int64_t d = 0; d < head_dim; ++d) o[d] = acc[r * head_dim + d] / totals[r];
       }
     }
   });
 }
 
-torch::Tensor decode_attention(torch::Tensor q, torch::Tensor k_buffer, torch::Tensor v_buffer,
-                               torch::Tensor slots, torch::Tensor seq_lens, double scale) {
+torch::Tensor paged_attention(torch::Tensor q, torch::Tensor k_buffer, torch::Tensor v_buffer,
+                              torch::Tensor slots, torch::Tensor seq_lens,
+                              torch::Tensor extend_lens, double scale) {
   TORCH_CHECK(q.dtype() == torch::kFloat32 && q.is_contiguous() && q.dim() == 3);
   TORCH_CHECK(k_buffer.dtype() == v_buffer.dtype() && k_buffer.is_contiguous() &&
               v_buffer.is_contiguous());
   TORCH_CHECK(slots.dtype() == torch::kInt64 && slots.is_contiguous() && slots.dim() == 2);
   TORCH_CHECK(seq_lens.dtype() == torch::kInt64 && seq_lens.is_contiguous());
-  const int64_t batch = q.size(0), num_heads = q.size(1), head_dim = q.size(2);
+  TORCH_CHECK(extend_lens.dtype() == torch::kInt64 && extend_lens.is_contiguous());
+  const int64_t batch = slots.size(0), num_heads = q.size(1), head_dim = q.size(2);
   const int64_t num_kv_heads = k_buffer.size(1);
   TORCH_CHECK(k_buffer.size(2) == head_dim && num_heads % num_kv_heads == 0);
   TORCH_CHECK(head_dim % 8 == 0, "head_dim must be a multiple of 8");
-  TORCH_CHECK(slots.size(0) == batch && seq_lens.size(0) == batch);
+  TORCH_CHECK(seq_lens.size(0) == batch && extend_lens.size(0) == batch);
+  const int64_t* lens = seq_lens.data_ptr<int64_t>();
+  const int64_t* news = extend_lens.data_ptr<int64_t>();
+  int64_t num_tokens = 0;
+  for (int64_t b = 0; b < batch; ++b) {
+    TORCH_CHECK(news[b] >= 1 && news[b] <= lens[b] && lens[b] <= slots.size(1));
+    num_tokens += news[b];
+  }
+  TORCH_CHECK(q.size(0) == num_tokens, "q must hold every sequence's new tokens");
   auto out = torch::empty_like(q);
   if (k_buffer.dtype() == torch::kFloat32) {
     run(q.data_ptr<float>(), k_buffer.data_ptr<float>(), v_buffer.data_ptr<float>(),
-        slots.data_ptr<int64_t>(), seq_lens.data_ptr<int64_t>(), out.data_ptr<float>(), batch,
-        num_heads, num_kv_heads, head_dim, slots.size(1), static_cast<float>(scale));
+        slots.data_ptr<int64_t>(), lens, news, out.data_ptr<float>(), batch, num_heads,
+        num_kv_heads, head_dim, slots.size(1), static_cast<float>(scale));
   } else {
     TORCH_CHECK(k_buffer.dtype() == torch::kBFloat16, "K/V must be float32 or bfloat16");
     run(q.data_ptr<float>(), k_buffer.data_ptr<at::BFloat16>(),
-        v_buffer.data_ptr<at::BFloat16>(), slots.data_ptr<int64_t>(),
-        seq_lens.data_ptr<int64_t>(), out.data_ptr<float>(), batch, num_heads, num_kv_heads,
-        head_dim, slots.size(1), static_cast<float>(scale));
+        v_buffer.data_ptr<at::BFloat16>(), slots.data_ptr<int64_t>(), lens, news,
+        out.data_ptr<float>(), batch, num_heads, num_kv_heads, head_dim, slots.size(1),
+        static_cast<float>(scale));
   }
   return out;
 }
 """
 
 
-class CpuDecodeAttention(Protocol):
+class CpuPagedAttention(Protocol):
     def __call__(
         self,
         q: torch.Tensor,
@@ -258,6 +308,7 @@ class CpuDecodeAttention(Protocol):
         v_buffer: torch.Tensor,
         slots: torch.Tensor,
         seq_lens: torch.Tensor,
+        extend_lens: torch.Tensor,
         scale: float,
     ) -> torch.Tensor: ...
 
@@ -266,8 +317,8 @@ def supports_head_dim(head_dim: int) -> bool:
     return head_dim % 8 == 0
 
 
-def load_cpu_decode_attention() -> CpuDecodeAttention | None:
+def load_cpu_paged_attention() -> CpuPagedAttention | None:
     """The compiled kernel (built on first use, then loaded from the cache), or None if this
     machine cannot build it."""
-    module = load_cpu_extension("radixlm_cpu_decode_attention", _SOURCE, ("decode_attention",))
-    return None if module is None else module.decode_attention
+    module = load_cpu_extension("radixlm_cpu_paged_attention", _SOURCE, ("paged_attention",))
+    return None if module is None else module.paged_attention

@@ -1,0 +1,88 @@
+"""The compiled CPU paged-attention kernel against the pure-torch paged reference."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from radixlm.kernels.cpu_paged_attention import load_cpu_paged_attention
+from radixlm.kernels.reference import paged_attention_reference
+
+kernel = load_cpu_paged_attention()
+pytestmark = pytest.mark.skipif(kernel is None, reason="no C++ compiler for the CPU kernel")
+
+NUM_SLOTS = 2048
+
+
+def _inputs(heads: int, kv_heads: int, head_dim: int, seq_lens: list[int], extend_lens, dtype):
+    generator = torch.Generator().manual_seed(sum(seq_lens) + heads)
+    k_buffer = torch.randn(NUM_SLOTS, kv_heads, head_dim, generator=generator).to(dtype)
+    v_buffer = torch.randn(NUM_SLOTS, kv_heads, head_dim, generator=generator).to(dtype)
+    max_len = max(seq_lens)
+    # Scattered slots, as a pool holds them after evictions; padding entries are stale slots.
+    slots = torch.stack(
+        [torch.randperm(NUM_SLOTS, generator=generator)[:max_len] for _ in seq_lens]
+    )
+    q = torch.randn(sum(extend_lens), heads, head_dim, generator=generator)
+    return q, k_buffer, v_buffer, slots
+
+
+def _run(q, k_buffer, v_buffer, slots, seq_lens, extend_lens, scale):
+    return kernel(
+        q, k_buffer, v_buffer, slots, torch.tensor(seq_lens), torch.tensor(extend_lens), scale
+    )
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize(("heads", "kv_heads", "head_dim"), [(9, 3, 64), (8, 8, 128), (28, 4, 64)])
+@pytest.mark.parametrize(
+    ("seq_lens", "extend_lens"),
+    [
+        ([1, 7, 300, 64, 129], [1, 1, 1, 1, 1]),  # decode
+        ([300, 77, 9], [300, 20, 9]),  # a whole prompt, a chunk after a prefix, a short prompt
+        ([130, 5, 200, 1], [1, 5, 67, 1]),  # decode rows beside extends (jump-forward passes)
+    ],
+)
+def test_matches_the_paged_reference(dtype, heads, kv_heads, head_dim, seq_lens, extend_lens):
+    q, k_buffer, v_buffer, slots = _inputs(heads, kv_heads, head_dim, seq_lens, extend_lens, dtype)
+    scale = head_dim**-0.5
+    expected = paged_attention_reference(
+        q, k_buffer, v_buffer, slots, list(range(len(seq_lens))), seq_lens, extend_lens, scale
+    )
+    out = _run(q, k_buffer, v_buffer, slots, seq_lens, extend_lens, scale)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_a_row_gets_the_same_bits_alone_and_in_a_batch():
+    seq_lens, extend_lens = [5, 200, 33, 1], [1, 1, 33, 1]
+    q, k_buffer, v_buffer, slots = _inputs(9, 3, 64, seq_lens, extend_lens, torch.float32)
+    together = _run(q, k_buffer, v_buffer, slots, seq_lens, extend_lens, 0.125)
+    start = 0
+    for row, (seq_len, extend_len) in enumerate(zip(seq_lens, extend_lens, strict=True)):
+        rows = slice(start, start + extend_len)
+        alone = _run(
+            q[rows].contiguous(), k_buffer, v_buffer, slots[row : row + 1, :seq_len].contiguous(),
+            [seq_len], [extend_len], 0.125,
+        )  # fmt: skip
+        assert torch.equal(alone, together[rows])
+        start += extend_len
+
+
+def test_a_token_gets_the_same_bits_in_a_prefill_chunk_and_as_a_decode_row():
+    # Jump-forward appends forced tokens in one extend pass instead of one decode pass each:
+    # their attention must not change with the route they take.
+    seq_len, extend_len = 150, 40
+    q, k_buffer, v_buffer, slots = _inputs(9, 3, 64, [seq_len], [extend_len], torch.bfloat16)
+    chunk = _run(q, k_buffer, v_buffer, slots, [seq_len], [extend_len], 0.125)
+    prefix = seq_len - extend_len
+    for t in (0, 7, 8, 39):
+        decoded = _run(
+            q[t : t + 1].contiguous(), k_buffer, v_buffer, slots, [prefix + t + 1], [1], 0.125
+        )
+        assert torch.equal(decoded[0], chunk[t])
+
+
+def test_rejects_a_head_dim_it_cannot_vectorize():
+    q, k_buffer, v_buffer, slots = _inputs(2, 1, 12, [4], [4], torch.float32)
+    with pytest.raises(RuntimeError, match="multiple of 8"):
+        _run(q, k_buffer, v_buffer, slots, [4], [4], 0.3)
