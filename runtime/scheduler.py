@@ -167,7 +167,7 @@ class Scheduler:
         chosen = self._schedule_prefill()
         if chosen:
             self.drain()
-            self._run(chosen, is_prefill=True)
+            self._run(chosen + self._decode_rows_to_mix(chosen), is_prefill=True)
         elif self.running and self.config.enable_overlap and self._decode_overlapped():
             pass
         else:
@@ -292,6 +292,15 @@ class Scheduler:
         in_pass.insert(ids, list(range(len(ids))))
         return False
 
+    def _decode_rows_to_mix(self, chosen: list[tuple[Req, int]]) -> list[tuple[Req, int]]:
+        """The running requests' next tokens, when they decode inside this prefill pass: all of
+        them or none (never retracting for it; the next decode pass does that if needed)."""
+        if not self.config.enable_mixed_chunk or not self.running:
+            return []
+        rows = [(r, r.num_pending) for r in self.running if r.num_pending > 0]
+        needed = sum(n for _, n in chosen) + sum(n for _, n in rows)
+        return rows if needed <= self.kv.available() else []
+
     def _prepare_decode(self) -> None:
         """Makes room for one more pass of every running request, retracting if KV runs out."""
         self.new_token_ratio = max(
@@ -330,7 +339,7 @@ class Scheduler:
         if slots is None:
             assert is_prefill, "_prepare_decode guarantees room for a decode pass"
             # Admission estimates were off: requeue and retry after the running requests move on.
-            self.waiting.extend(req for req, _ in chosen)
+            self.waiting.extend(req for req, _ in chosen if req not in self.running)
             return
         per_req, offset = [], 0
         for _, n in chosen:
@@ -380,12 +389,13 @@ class Scheduler:
         total = self.kv.pool_size
         used = total - self.kv.allocator.available_size() - self.kv.cache.evictable_size()
         if is_prefill:
+            new = [(req, n) for req, n in chosen if req not in self.running]  # not mixed-in rows
             logger.info(
                 "Prefill batch. #new-seq: %d, #new-token: %d, #cached-token: %d, "
                 "token usage: %.2f, #running-req: %d, #queue-req: %d",
-                len(chosen),
-                sum(n for _, n in chosen),
-                sum(req.cached_tokens for req, _ in chosen),
+                len(new),
+                sum(n for _, n in new),
+                sum(req.cached_tokens for req, _ in new),
                 used / total,
                 len(self.running),
                 len(self.waiting),

@@ -20,6 +20,10 @@ class SchedulerConfig:
     # Launch decode pass N+1 before applying pass N's tokens (runtime/overlap.py). Pays where
     # the forward runs asynchronously (CUDA); on CPU the pass is synchronous anyway.
     enable_overlap: bool = False
+    # Running requests decode inside prefill passes (SGLang's --enable-mixed-chunk): they do not
+    # stall while a burst of new prompts is prefilled, and their rows ride in the prefill pass's
+    # large GEMMs instead of a decode pass of their own.
+    enable_mixed_chunk: bool = False
 
     def validate(self, req: Req) -> str | None:
         """Last line of defence (the HTTP edge checks first): a reason to reject, or None."""

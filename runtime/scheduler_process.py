@@ -91,6 +91,7 @@ def build_scheduler(args: ServerArgs, resolved: ResolvedModel) -> tuple[Schedule
         stream_interval=args.stream_interval,
         enable_jump_forward=not args.disable_jump_forward,
         enable_overlap=device == "cuda" and not args.disable_overlap_schedule,
+        enable_mixed_chunk=args.enable_mixed_chunk,
     )
     batch_runner = BatchRunner(
         runner,

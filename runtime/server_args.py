@@ -64,6 +64,12 @@ class ServerArgs:
     max_prefill_tokens: int = 4096
     schedule_policy: str = field(default="lpm", metadata={"choices": SCHEDULE_POLICIES})
     disable_radix_cache: bool = False
+    enable_mixed_chunk: bool = field(
+        default=False,
+        metadata={
+            "help": "running requests decode inside prefill passes instead of waiting for them"
+        },
+    )
     # Execution
     attention_backend: str | None = field(default=None, metadata={"choices": ATTENTION_BACKENDS})
     num_threads: int | None = field(

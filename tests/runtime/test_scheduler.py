@@ -25,6 +25,7 @@ def make_scheduler(
     disable_cache=False,
     max_running=64,
     overlap=False,
+    mixed_chunk=False,
     **runner_kwargs,
 ) -> Scheduler:
     runner = FakeModelRunner(max_total_tokens=max_total_tokens, **runner_kwargs)
@@ -41,6 +42,7 @@ def make_scheduler(
         chunk_size=chunk_size,
         schedule_policy=policy,
         enable_overlap=overlap,
+        enable_mixed_chunk=mixed_chunk,
     )
     batch_runner = BatchRunner(runner, FakeTokenizer(), [EOS], 1024, VOCAB)
     return Scheduler(config, kv, batch_runner, GrammarManager(None, None), OutputBuilder())
@@ -131,6 +133,39 @@ def test_chunked_prefill_gives_the_same_outputs():
     scheduler = make_scheduler(chunk_size=32)
     results = run_all(scheduler, [request(f"r{i}", ids) for i, ids in enumerate(ids_list)])
     assert [results[f"r{i}"]["ids"] for i in range(4)] == expected
+    assert_invariant(scheduler)
+
+
+def test_mixed_chunk_decodes_running_requests_during_a_prefill_burst():
+    ids_list = prompts(6, 100)
+    expected = solo_outputs(ids_list, max_new_tokens=16)
+    finished_at = {}  # pass count when each request finished
+    for mixed in (False, True):
+        scheduler = make_scheduler(chunk_size=32, mixed_chunk=mixed)
+        for i, ids in enumerate(ids_list):
+            scheduler.handle(request(f"r{i}", ids, 16))
+        outputs: dict[str, list[int]] = {}
+        while scheduler.busy:
+            scheduler.step()
+            for update in scheduler.outputs.drain():
+                outputs.setdefault(update.rid, []).extend(update.new_output_ids)
+                if update.finish is not None:
+                    finished_at[mixed, update.rid] = scheduler.stats["forward_passes"]
+        assert [outputs[f"r{i}"] for i in range(6)] == expected
+        assert_invariant(scheduler)
+    # 600 prompt tokens take 19 passes of 32. Unmixed, r0 waits for all of them, then decodes
+    # its 15 more tokens; mixed, it decodes in every prefill pass after its own 4.
+    assert finished_at[False, "r0"] == 19 + 15
+    assert finished_at[True, "r0"] == 4 + 15
+    assert finished_at[True, "r5"] == finished_at[False, "r5"]  # the last prompt still decides
+
+
+def test_mixed_chunk_never_overcommits_the_kv_pool():
+    ids_list = prompts(8, 40)
+    expected = solo_outputs(ids_list, max_new_tokens=40)
+    scheduler = make_scheduler(max_total_tokens=200, chunk_size=16, mixed_chunk=True)
+    results = run_all(scheduler, [request(f"r{i}", ids, 40) for i, ids in enumerate(ids_list)])
+    assert [results[f"r{i}"]["ids"] for i in range(8)] == expected
     assert_invariant(scheduler)
 
 
