@@ -78,10 +78,9 @@ def time_decode_steps(
 
 
 def linear_weight_bytes(linear: LinearBase) -> int:
-    if linear.quantized_weight is not None:
-        return linear.quantized_weight.nbytes()
-    weight = linear.packed_weight if linear.packed_weight is not None else linear.weight
-    return weight.numel() * weight.element_size()
+    if linear.cpu_weight is not None:
+        return linear.cpu_weight.nbytes()
+    return linear.weight.numel() * linear.weight.element_size()
 
 
 def measure_read_bandwidth(device: torch.device, num_bytes: int = 512 * 2**20) -> float:

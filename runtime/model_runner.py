@@ -12,8 +12,9 @@ import torch
 from radixlm.runtime.attention.base import get_attention_backend_class
 from radixlm.runtime.cuda_graph_runner import CudaGraphRunner
 from radixlm.runtime.forward_batch import ForwardBatch
+from radixlm.runtime.layers.dense_cpu import dense_cpu_supported
 from radixlm.runtime.layers.embedding import LMHead
-from radixlm.runtime.layers.linear import LinearBase, cpu_prepack_supported
+from radixlm.runtime.layers.linear import LinearBase
 from radixlm.runtime.layers.quantized_cpu import quantized_cpu_supported
 from radixlm.runtime.memory_pool import KVCache, KVSlotAllocator, ReqToTokenPool
 from radixlm.runtime.model_config import ModelConfig
@@ -40,8 +41,8 @@ def resolve_quantization(
     everything else in float; "int4" quantizes any checkpoint."""
     if requested not in QUANTIZATIONS:
         raise ValueError(f"unknown quantization {requested!r}; choose from {QUANTIZATIONS}")
-    # Quantized layers keep a oneDNN-packed float32 copy for big passes (layers/quantized_cpu.py).
-    int4_runs_here = cpu_prepack_supported(device, dtype)
+    # Quantized layers keep a packed float32 copy for big passes (layers/quantized_cpu.py).
+    int4_runs_here = dense_cpu_supported(device, dtype)
     if requested == "int4" and not int4_runs_here:
         raise ValueError("--quantization int4 runs on CPU with --dtype float32 only")
     if requested != "auto":
@@ -160,7 +161,7 @@ class ModelRunner:
             )
 
     def _pack_cpu_weights(self) -> None:
-        prepack = cpu_prepack_supported(self.device, self.dtype)
+        prepack = dense_cpu_supported(self.device, self.dtype)
         for module in self.model.modules():
             if not isinstance(module, LinearBase):
                 continue

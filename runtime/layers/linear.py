@@ -4,11 +4,9 @@ Column-parallel layers split their output rows across ranks, row-parallel ones t
 columns (and sum the partial results). With the default ``tp_size=1`` they are plain linears.
 Weights are created uninitialized: the runner loads them or fills them with a dummy init.
 
-On CPU in float32 the runner calls ``prepack_for_cpu`` once the weights are final: oneDNN's
-blocked weight layout makes batched matmuls (decode batches, prefill) 2-4x faster than
-``F.linear`` on plain weights, which re-packs the weight on every call; one-row matmuls
-(batch-1 decode) run as fast as before. With int4 quantization it calls ``quantize_for_cpu``
-instead (see quantized_cpu.py).
+On CPU in float32 the runner calls ``prepack_for_cpu`` once the weights are final, which
+packs them for our CPU matmul (see dense_cpu.py); with int4 quantization it calls
+``quantize_for_cpu`` instead (see quantized_cpu.py).
 """
 
 from __future__ import annotations
@@ -17,48 +15,40 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from radixlm.runtime.layers.dense_cpu import DenseCpuWeight
 from radixlm.runtime.layers.quantized_cpu import QuantFormat, QuantizedWeight
 
 
-def cpu_prepack_supported(device: torch.device, dtype: torch.dtype) -> bool:
-    return device.type == "cpu" and dtype == torch.float32 and torch.backends.mkldnn.is_available()
-
-
 class LinearBase(nn.Module):
-    """``y = x W^T + b`` on a plain weight, or on its oneDNN-packed or quantized copy."""
+    """``y = x W^T + b`` on a plain weight, or on its packed or quantized CPU copy."""
 
     weight: nn.Parameter | None
     bias: nn.Parameter | None
 
     def __init__(self) -> None:
         super().__init__()
-        self.packed_weight: torch.Tensor | None = None
-        self.quantized_weight: QuantizedWeight | None = None
+        self.cpu_weight: DenseCpuWeight | QuantizedWeight | None = None
 
     def prepack_for_cpu(self) -> None:
-        """Replaces the plain weight by oneDNN's packed layout (same values, no extra copy kept).
+        """Replaces the plain weight by its packed layout (same values, no extra copy kept).
 
         Irreversible: weights cannot be loaded into this module afterwards.
         """
         assert self.weight is not None and self.weight.device.type == "cpu"
-        self.packed_weight = torch.ops.mkldnn._reorder_linear_weight(self.weight.detach(), None)
+        self.cpu_weight = DenseCpuWeight(self.weight)
         self.weight = None  # a tied weight stays alive through the module that owns it
 
     def quantize_for_cpu(self, quant_format: QuantFormat) -> None:
         """Replaces the plain weight by quantized blocks (irreversible, like
         ``prepack_for_cpu``)."""
         assert self.weight is not None and self.weight.device.type == "cpu"
-        self.quantized_weight = QuantizedWeight(self.weight, quant_format)
+        self.cpu_weight = QuantizedWeight(self.weight, quant_format)
         self.weight = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.quantized_weight is not None:
-            out = self.quantized_weight.matmul(x)
+        if self.cpu_weight is not None:
+            out = self.cpu_weight.matmul(x)
             return out if self.bias is None else out.add_(self.bias)
-        if self.packed_weight is not None:
-            return torch.ops.mkldnn._linear_pointwise(
-                x, self.packed_weight, self.bias, "none", [], ""
-            )
         if x.is_cuda and x.dim() == 2 and x.shape[0] == 1 and x.dtype != torch.float32:
             # One 16-bit row (batch-1 decode) is a pure weight stream; for most shapes our
             # Triton GEMV reads it 5-24% faster than cuBLAS (benchmarks/bench_gpu_kernels.py).

@@ -8,9 +8,9 @@ For other float checkpoints it is plain round-to-nearest quantization. Opt in wi
 ``--quantization auto`` (Q4_1 checkpoints) or ``int4`` (any).
 
 Passes of a few rows (decode) run the compiled kernel, which also writes the activations as
-int8 blocks (two parts each: about bfloat16 precision). At prefill sizes oneDNN's float32 GEMM
-is faster (compute-bound), so a float32 copy of the very same dequantized weights serves passes
-of many rows: a request's logits move by that rounding when its batch crosses the row limit.
+int8 blocks (two parts each: about bfloat16 precision). At prefill sizes a float32 GEMM is
+faster (compute-bound), so a float32 copy of the very same dequantized weights (dense_cpu.py)
+serves passes of many rows: a request's logits move by that rounding when its batch crosses the row limit.
 Without a compiler (or AVX2) every pass takes the float32 copy.
 """
 
@@ -28,6 +28,7 @@ from radixlm.kernels.cpu_quant_matmul import (
     pack_q4_1,
     pack_q8_0,
 )
+from radixlm.runtime.layers.dense_cpu import DenseCpuWeight
 
 QuantFormat = Literal["q4_1", "q8_0"]
 # Passes with more rows than this use the float32 copy. Whole decode steps of the default model
@@ -53,7 +54,7 @@ class QuantizedWeight:
         else:
             self.qs, self.scales = pack_q8_0(weight)
             dequantized = dequantize_q8_0(self.qs, self.scales)
-        self.float_packed = torch.ops.mkldnn._reorder_linear_weight(dequantized, None)
+        self.float_copy = DenseCpuWeight(dequantized)
         self._kernels = load_cpu_quant_matmul()
 
     def matmul(self, x: torch.Tensor) -> torch.Tensor:
@@ -63,7 +64,7 @@ class QuantizedWeight:
             if self.quant_format == "q8_0":
                 kernel = self._kernels.q8_0_matmul
             return kernel(x.contiguous(), self.qs, self.scales)
-        return torch.ops.mkldnn._linear_pointwise(x, self.float_packed, None, "none", [], "")
+        return self.float_copy.matmul(x)
 
     def nbytes(self) -> int:
         """Bytes a decode step reads (the quantized copy)."""

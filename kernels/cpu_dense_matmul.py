@@ -1,0 +1,138 @@
+"""Float32 ``x @ W^T`` on CPU for the linear layers, on weights packed once at load time.
+
+A decode step of 32 rows, or the LM head's 49,152 outputs, is a small-M GEMM: oneDNN's float32
+GEMM on its own packed weights reaches 40-55 % of this AVX2 CPU's FMA peak there, MKL's
+``F.linear`` 20-45 % (benchmarks/bench_dense_matmul.py). This kernel is the classic register
+tile: 4 rows x 24 outputs held in 12 accumulators; per input ``k`` it loads the panel's three
+8-wide weight vectors once, broadcasts each row's ``x[k]`` and issues 12 FMAs (all 16 vector
+registers in use). The weight vectors are pinned to registers (an empty ``asm``): left alone,
+the compiler folds them into every FMA as a memory operand, and the extra 256-bit loads halve
+the speed. 4 x 24 measured 10-20 % faster than 6 x 16 (fewer loads per FMA).
+
+The weight is packed into panels of 24 outputs, ``(panels, K, 24)``, so a tile streams its
+panel contiguously; the last panel is zero-padded. Torch's intra-op threads split the panels.
+Every output is one row's sum over ``k`` in order, with no blocking of K, so a row gets the
+same bits in any batch, tile height or thread count.
+Reference: ``torch.nn.functional.linear`` on the unpacked weight.
+
+Layouts: x (rows, K) float32; packed (ceil(N / 24), K, 24) float32; out (rows, N) float32.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+import torch
+import torch.nn.functional as F
+
+from radixlm.kernels.cpu_extension import load_cpu_extension
+
+PANEL = 24
+
+_SOURCE = r"""
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+#include <immintrin.h>
+
+#if !defined(__AVX2__) || !defined(__FMA__)
+#error "the dense CPU matmul needs AVX2 and FMA"
+#endif
+
+constexpr int kVectors = 3;  // 8-wide vectors per panel
+constexpr int kPanel = 8 * kVectors;
+constexpr int kMaxRows = 4;  // 12 accumulators + 3 weight vectors + 1 broadcast = 16 ymm
+constexpr int64_t kRowChunk = 192;  // rows whose activations stay in L2 while panels stream
+
+template <int R>
+static inline void tile(const float* __restrict x, int64_t k_total, const float* __restrict panel,
+                        float* __restrict out, int64_t n_total, int columns) {
+  __m256 acc[R][kVectors];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
+    for (int v = 0; v < kVectors; ++v) acc[r][v] = _mm256_setzero_ps();
+  for (int64_t k = 0; k < k_total; ++k) {
+    __m256 w[kVectors];
+#pragma GCC unroll 8
+    for (int v = 0; v < kVectors; ++v) {
+      w[v] = _mm256_loadu_ps(panel + k * kPanel + 8 * v);
+      asm("" : "+x"(w[v]));  // keep it in a register, not as an FMA memory operand
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      const __m256 a = _mm256_broadcast_ss(x + r * k_total + k);
+#pragma GCC unroll 8
+      for (int v = 0; v < kVectors; ++v) acc[r][v] = _mm256_fmadd_ps(a, w[v], acc[r][v]);
+    }
+  }
+  if (columns == kPanel) {
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
+      for (int v = 0; v < kVectors; ++v) _mm256_storeu_ps(out + r * n_total + 8 * v, acc[r][v]);
+    return;
+  }
+  alignas(32) float last[R][kPanel];  // the zero-padded last panel
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
+    for (int v = 0; v < kVectors; ++v) _mm256_store_ps(last[r] + 8 * v, acc[r][v]);
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < columns; ++c) out[r * n_total + c] = last[r][c];
+}
+
+// Rows left over after the 4-row tiles (1..3), each height its own instantiation.
+template <int R>
+static inline void remainder_tile(int rows, const float* x, int64_t k_total, const float* panel,
+                                  float* out, int64_t n_total, int columns) {
+  if constexpr (R > 0) {
+    if (rows == R) return tile<R>(x, k_total, panel, out, n_total, columns);
+    remainder_tile<R - 1>(rows, x, k_total, panel, out, n_total, columns);
+  }
+}
+
+torch::Tensor dense_matmul(torch::Tensor x, torch::Tensor packed, int64_t n_total) {
+  TORCH_CHECK(x.dtype() == torch::kFloat32 && x.dim() == 2 && x.is_contiguous(),
+              "x must be a contiguous 2-D float32 tensor");
+  TORCH_CHECK(packed.dtype() == torch::kFloat32 && packed.dim() == 3 && packed.is_contiguous() &&
+              packed.size(2) == kPanel, "packed must come from pack_dense_weight");
+  const int64_t rows = x.size(0), k_total = x.size(1), panels = packed.size(0);
+  TORCH_CHECK(packed.size(1) == k_total, "input width must match the weight's");
+  TORCH_CHECK(n_total > (panels - 1) * kPanel && n_total <= panels * kPanel);
+  auto out = torch::empty({rows, n_total}, x.options());
+  const float* xs = x.data_ptr<float>();
+  const float* ws = packed.data_ptr<float>();
+  float* os = out.data_ptr<float>();
+  for (int64_t r0 = 0; r0 < rows; r0 += kRowChunk) {
+    const int64_t r1 = std::min(rows, r0 + kRowChunk);
+    at::parallel_for(0, panels, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t p = begin; p < end; ++p) {
+        const float* panel = ws + p * k_total * kPanel;
+        const int columns = (int)std::min<int64_t>(kPanel, n_total - p * kPanel);
+        int64_t r = r0;
+        for (; r + kMaxRows <= r1; r += kMaxRows)
+          tile<kMaxRows>(xs + r * k_total, k_total, panel, os + r * n_total + p * kPanel, n_total,
+                         columns);
+        if (r < r1)
+          remainder_tile<kMaxRows - 1>((int)(r1 - r), xs + r * k_total, k_total, panel,
+                                       os + r * n_total + p * kPanel, n_total, columns);
+      }
+    });
+  }
+  return out;
+}
+"""
+
+
+def load_cpu_dense_matmul() -> ModuleType | None:
+    """The compiled module (``dense_matmul(x, packed, out_features)``), or None if this machine
+    cannot build it (no compiler, or no AVX2 / FMA)."""
+    return load_cpu_extension("radixlm_cpu_dense_matmul", _SOURCE, ("dense_matmul",))
+
+
+def pack_dense_weight(weight: torch.Tensor) -> torch.Tensor:
+    """(out_features, in_features) float32 -> (panels, in_features, 16), zero-padded."""
+    out_features, in_features = weight.shape
+    panels = -(-out_features // PANEL)
+    padded = F.pad(weight.detach().float(), (0, 0, 0, panels * PANEL - out_features))
+    return padded.view(panels, PANEL, in_features).transpose(1, 2).contiguous()
