@@ -69,6 +69,15 @@ def test_silu_and_mul_matches_reference(tokens):
     )
 
 
+def test_silu_and_mul_stays_finite_at_extreme_gates():
+    # 11 wide: 8 in the vector loop, 3 in the scalar tail; e^-gate spans underflow to overflow.
+    gate = torch.tensor([-1000.0, -100.0, -88.5, -20.0, 0.0, 1e-3, 20.0, 88.5, 100.0, 1000.0, -3.0])
+    gate_up = torch.cat([gate, torch.linspace(-2, 2, 11)]).view(1, 22)
+    out = ops.silu_and_mul(gate_up)
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out, silu_and_mul_reference(gate_up), rtol=2e-6, atol=2e-6)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_store_kv_writes_strided_rows_into_their_slots(dtype):
     k_buffer, v_buffer = torch.zeros(64, 3, 16, dtype=dtype), torch.zeros(64, 3, 16, dtype=dtype)
