@@ -32,9 +32,10 @@ from radixlm.runtime.layers.dense_cpu import DenseCpuWeight
 
 QuantFormat = Literal["q4_1", "q8_0"]
 # Passes with more rows than this use the float32 copy. Whole decode steps of the default model
-# (AMD EPYC, AVX2, 2 cores, benchmarks/bench_decode_step.py), kernel vs float32 copy: 1 row
-# 16.5 vs 41.8 ms, 4 rows 32.2 vs 54.9, 8 rows 61.1 vs 62.7, 12 rows 90.6 vs 81.8.
-KERNEL_MAX_ROWS = 8
+# (AMD EPYC, AVX2, 2 cores, bench_decode_step.time_decode_steps, interleaved, context 256),
+# kernel vs float32 copy on kernels/cpu_dense_matmul.py: 2 rows 15.2 vs 27.2 ms, 4 rows 23.6 vs
+# 26.5, 6 rows 34.4 vs 35.2, 8 rows 40.2 vs 36.0.
+KERNEL_MAX_ROWS = 6
 
 
 def quantized_cpu_supported(device: torch.device, in_features: int) -> bool:
