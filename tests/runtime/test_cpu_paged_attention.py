@@ -70,12 +70,14 @@ def test_a_row_gets_the_same_bits_alone_and_in_a_batch():
 
 def test_a_token_gets_the_same_bits_in_a_prefill_chunk_and_as_a_decode_row():
     # Jump-forward appends forced tokens in one extend pass instead of one decode pass each:
-    # their attention must not change with the route they take.
-    seq_len, extend_len = 150, 40
+    # their attention must not change with the route they take. The chunk has enough items of
+    # 8 tokens to cover every KV head per item; a decode row alone is split per KV head.
+    extend_len = 8 * (4 * torch.get_num_threads() + 1)
+    seq_len = extend_len + 110
     q, k_buffer, v_buffer, slots = _inputs(9, 3, 64, [seq_len], [extend_len], torch.bfloat16)
     chunk = _run(q, k_buffer, v_buffer, slots, [seq_len], [extend_len], 0.125)
     prefix = seq_len - extend_len
-    for t in (0, 7, 8, 39):
+    for t in (0, 7, 8, extend_len - 1):
         decoded = _run(
             q[t : t + 1].contiguous(), k_buffer, v_buffer, slots, [prefix + t + 1], [1], 0.125
         )
