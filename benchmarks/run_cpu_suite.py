@@ -10,7 +10,9 @@ Measures, with the embedded SmolLM2-135M-Instruct:
      64-token question, 32 output tokens) with the radix cache on, then on a fresh server with
      `--disable-radix-cache`; every server gets `--server-args` (default `--quantization auto`);
   3. the peers on the same weights: HF transformers `generate` (bf16 and fp32; single stream and
-     batch 32) and llama-cpp-python (single stream, from `.venv-bench` when it exists).
+     batch 32) and llama-cpp-python (single stream, from `.venv-bench` when it exists), which
+     also runs once before our server: the VM's speed drifts over the run, and the two
+     llama-cpp-python figures bracket ours.
 Prints a markdown table with the ratios the issue targets and appends one JSON row (machine,
 versions, git commit, date, every measurement) to `<out-dir>/cpu_suite.jsonl`.
 """
@@ -199,17 +201,23 @@ QUICK_HF_ARGS = ["--input-lens", "16", "--output-len", "8", "--batch-size", "4",
 QUICK_LLAMA_ARGS = ["--input-lens", "16", "--output-len", "8", "--repeats", "1"]
 
 
+def measure_llama_cpp(args: argparse.Namespace) -> dict[str, Any] | None:
+    if not BENCH_PYTHON.exists():
+        print(f"skipping llama-cpp-python: {BENCH_PYTHON} does not exist", file=sys.stderr)
+        return None
+    cmd = [str(BENCH_PYTHON), "bench_llama_cpp.py", "--repeats", str(args.peer_repeats)]
+    return run_peer(cmd + (QUICK_LLAMA_ARGS if args.quick else []))
+
+
 def measure_peers(args: argparse.Namespace) -> dict[str, Any]:
     peers: dict[str, Any] = {}
-    repeats = ["--repeats", str(args.peer_repeats)]
     for dtype in args.hf_dtypes:
-        cmd = [str(PYTHON), "bench_hf_generate.py", "--dtype", dtype, *repeats]
+        cmd = [str(PYTHON), "bench_hf_generate.py", "--dtype", dtype,
+               "--repeats", str(args.peer_repeats)]  # fmt: skip
         peers[f"hf_{dtype}"] = run_peer(cmd + (QUICK_HF_ARGS if args.quick else []))
-    if BENCH_PYTHON.exists():
-        cmd = [str(BENCH_PYTHON), "bench_llama_cpp.py", *repeats]
-        peers["llama_cpp"] = run_peer(cmd + (QUICK_LLAMA_ARGS if args.quick else []))
-    else:
-        print(f"skipping llama-cpp-python: {BENCH_PYTHON} does not exist", file=sys.stderr)
+    llama_cpp = measure_llama_cpp(args)
+    if llama_cpp is not None:
+        peers["llama_cpp"] = llama_cpp
     return peers
 
 
@@ -240,6 +248,7 @@ def report(env: dict[str, Any], server: dict[str, Any], peers: dict[str, Any]) -
     hf_decode = _get(peers, "hf_bf16", "b1_in256", "decode_tok_s")
     hf_b32 = _get(peers, "hf_bf16", "b32_in256", "output_tok_s")
     llama = _get(peers, "llama_cpp", "b1_in256", "output_tok_s")
+    llama_before = _get(peers, "llama_cpp_before", "b1_in256", "output_tok_s")
     gsp_on = _get(server, "gsp_radix", "output_throughput")
     gsp_off = _get(server, "gsp_no_radix", "output_throughput")
     hit = _get(server, "gsp_radix", "cache_hit_rate")
@@ -265,6 +274,8 @@ def report(env: dict[str, Any], server: dict[str, Any], peers: dict[str, Any]) -
         f"{_ratio(c32, hf_b32)} | ≥ 2× |",
         f"| output tok/s at concurrency 32 vs llama-cpp-python single stream | {_fmt(c32)} | "
         f"{_fmt(llama)} | {_ratio(c32, llama)} | ≥ 4× |",
+        f"| same, llama-cpp-python measured before our server | {_fmt(c32)} | "
+        f"{_fmt(llama_before)} | {_ratio(c32, llama_before)} | ≥ 4× |",
         f"| generated-shared-prefix output tok/s, radix on vs off | {_fmt(gsp_on)} | "
         f"{_fmt(gsp_off)} | {_ratio(gsp_on, gsp_off)} | ≥ 3× |",
         f"| prefix hit rate vs ideal (%) | {_fmt(hit and 100 * hit)} | "
@@ -337,8 +348,12 @@ def main() -> None:
 
     args.out_dir.mkdir(parents=True, exist_ok=True)
     env = environment()
+    # llama-cpp-python once more before our server, so the VM's drift over the run shows.
+    before = None if args.skip_server or args.skip_peers else measure_llama_cpp(args)
     server = {} if args.skip_server else measure_server(args, bench_serving.get_tokenizer(None))
     peers = {} if args.skip_peers else measure_peers(args)
+    if before is not None:
+        peers["llama_cpp_before"] = before
     env["loadavg_1m_at_end"] = os.getloadavg()[0]
     env["quick"] = args.quick
     env["server_args"] = " ".join(args.server_args)

@@ -64,11 +64,13 @@ def test_report_computes_the_issue_ratios(suite: ModuleType) -> None:
         "llama_cpp": {
             "b1_in256": _peer(1, 256, 100.0, 110.0) | {"output_tok_s_runs": [100.0, 95.0, 101.0]}
         },
+        "llama_cpp_before": {"b1_in256": _peer(1, 256, 120.0, 130.0)},
     }
     table = suite.report(env, server, peers)
     assert "| 50.0 | 20.0 | 2.50× | ≥ 2× |" in table  # single-stream decode vs HF bf16
     assert "| 600.0 | 200.0 | 3.00× | ≥ 2× |" in table  # concurrency 32 vs HF batch 32
     assert "| 600.0 | 100.0 | 6.00× | ≥ 4× |" in table  # concurrency 32 vs llama-cpp-python
+    assert "measured before our server | 600.0 | 120.0 | 5.00× | ≥ 4× |" in table
     assert "| 300.0 | 100.0 | 3.00× | ≥ 3× |" in table  # shared prefix, radix on vs off
     assert "| 80.0 | 83.4 | -3.4 pts |" in table
     assert "| llama_cpp | 1 | 256 | 128 | 0.50 | 100.0 | 110.0 | 100.0, 95.0, 101.0 |" in table
