@@ -6,6 +6,8 @@ a padding target so padded batches (CUDA graphs) can write somewhere harmless.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -87,6 +89,16 @@ class KVSlotAllocator:
         self._free.extend(slots)
 
 
+def zeros_untouched(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device | str):
+    """A zero tensor. On CPU its pages come from calloc (numpy) and are zeroed by the kernel on
+    first touch: a KV pool sized for 65,536 tokens then costs resident memory only for the slots
+    in use, where ``torch.zeros`` writes (and keeps resident) all of it at start-up."""
+    if torch.device(device).type != "cpu":
+        return torch.zeros(shape, dtype=dtype, device=device)
+    num_bytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+    return torch.from_numpy(np.zeros(num_bytes, dtype=np.uint8)).view(dtype).view(shape)
+
+
 class KVCache:
     """Per-layer K and V buffers indexed by KV slot: ``(size + 1, num_kv_heads, head_dim)``."""
 
@@ -102,8 +114,8 @@ class KVCache:
         shape = (size + 1, num_kv_heads, head_dim)
         self.size = size
         self.dtype = dtype
-        self.k_buffer = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
-        self.v_buffer = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
+        self.k_buffer = [zeros_untouched(shape, dtype, device) for _ in range(num_layers)]
+        self.v_buffer = [zeros_untouched(shape, dtype, device) for _ in range(num_layers)]
 
     def write(self, layer_id: int, loc: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
         """Stores K/V of new tokens. loc: (num_tokens,); k, v: (num_tokens, num_kv_heads, head_dim)."""
