@@ -95,7 +95,7 @@ def zeros_untouched(shape: tuple[int, ...], dtype: torch.dtype, device: torch.de
     in use, where ``torch.zeros`` writes (and keeps resident) all of it at start-up."""
     if torch.device(device).type != "cpu":
         return torch.zeros(shape, dtype=dtype, device=device)
-    num_bytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+    num_bytes = math.prod(shape) * dtype.itemsize
     return torch.from_numpy(np.zeros(num_bytes, dtype=np.uint8)).view(dtype).view(shape)
 
 
@@ -132,6 +132,4 @@ class KVCache:
     def bytes_per_token(
         num_layers: int, num_kv_heads: int, head_dim: int, dtype: torch.dtype
     ) -> int:
-        return (
-            2 * num_layers * num_kv_heads * head_dim * torch.empty((), dtype=dtype).element_size()
-        )
+        return 2 * num_layers * num_kv_heads * head_dim * dtype.itemsize
