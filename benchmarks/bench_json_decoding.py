@@ -1,15 +1,19 @@
 """End-to-end JSON decoding (issue 4): jump-forward on vs off, constrained vs unconstrained.
 
-Starts two servers (default, and --disable-jump-forward), sends 32 concurrent greedy "character
-profile" requests (a schema with long forced keys) to each in turn, ``--repeats`` times
-interleaved, and reports the median run's output tok/s (every run's too), the
-jump-forwarded share, and whether the parsed JSON is identical with jump-forward on and off
+Sends 32 concurrent greedy "character profile" requests (a schema with long forced keys) to a
+server with jump-forward on and one with ``--disable-jump-forward``, for each JSON layout asked
+for: ``default`` (our bounded whitespace, one optional space or newline between tokens, so the
+model picks the layout) and ``compact`` (``--constrained-json-compact``: no whitespace, so every
+key, quote, colon and comma is forced; the fixed layout SGLang's own jump-forward benchmark
+regex uses). All servers stay up and the runs interleave ``--repeats`` times, so the VM's drift
+falls on every kind alike. Reported per layout: the median run's output tok/s (every run's too),
+the jump-forwarded share, and whether the parsed JSON is identical with jump-forward on and off
 (when neither output parses, both stopped by the token limit, their texts must be equal; the
-first differing token of each differing pair is printed). Also sends the same prompts
+first differing token of each differing pair is printed). The same prompts are also sent
 unconstrained for the constrained/unconstrained ratio. Load averages are recorded beside the
 figures: this is a shared 2-core machine.
 
-    .venv/bin/python benchmarks/bench_json_decoding.py [--concurrency 32] [--max-new-tokens 160]
+    .venv/bin/python benchmarks/bench_json_decoding.py [--layouts default,compact] [--repeats 5]
 """
 
 from __future__ import annotations
@@ -33,11 +37,11 @@ CHARACTER_SCHEMA = {
     "type": "object",
     "properties": {
         "character_full_name": {"type": "string", "maxLength": 40},
-        "character_age_in_years": {"type": "integer"},
+        "character_age_in_years": {"type": "integer", "minimum": 0, "maximum": 150},
         "character_home_town": {"type": "string", "maxLength": 40},
         "character_favourite_weapon": {"type": "string", "enum": ["sword", "bow", "axe", "staff"]},
         "character_is_still_alive": {"type": "boolean"},
-        "character_strength_from_one_to_ten": {"type": "integer"},
+        "character_strength_from_one_to_ten": {"type": "integer", "minimum": 1, "maximum": 10},
     },
     "required": [
         "character_full_name",
@@ -129,6 +133,14 @@ def parsed(output: dict) -> object:
         return None
 
 
+LAYOUT_FLAGS = {"default": [], "compact": ["--constrained-json-compact"]}
+
+
+def median_run(runs: list[dict]) -> dict:
+    """The median run by tok/s; its outputs are the ones compared."""
+    return sorted(runs, key=lambda r: r["tok_per_s"])[len(runs) // 2]
+
+
 def median_of(runs: list[dict], key: str) -> float:
     return sorted(r[key] for r in runs)[len(runs) // 2]
 
@@ -140,6 +152,46 @@ def same_output(a: dict, b: dict) -> bool:
     return pa == pb
 
 
+def without_bounds(schema: dict) -> dict:
+    """The schema with no minimum / maximum on its integers (the earlier runs' schema): the
+    greedy model then loops on one (``"..._one_to_ten": 1000000...``) to the token limit."""
+    properties = {
+        key: {k: v for k, v in spec.items() if k not in ("minimum", "maximum")}
+        for key, spec in schema["properties"].items()
+    }
+    return {**schema, "properties": properties}
+
+
+def compare_layout(layout: str, all_runs: dict[str, list[dict]]) -> dict:
+    """One layout's figures: on/off and constrained/unconstrained ratios, outputs compared."""
+    on_runs, off_runs = all_runs[f"{layout}_on"], all_runs[f"{layout}_off"]
+    free_runs = all_runs["unconstrained"]
+    on, off = median_run(on_runs)["outputs"], median_run(off_runs)["outputs"]
+    for i, (a, b) in enumerate(zip(on, off, strict=True)):
+        if not same_output(a, b):
+            pairs = zip(a["output_ids"], b["output_ids"], strict=False)
+            k = next((j for j, (x, y) in enumerate(pairs) if x != y), None)
+            print(
+                f"{layout}: differs #{i} at output token {k}:\n  on:  {a['text']!r}\n"
+                f"  off: {b['text']!r}"
+            )
+    same = sum(same_output(a, b) for a, b in zip(on, off, strict=True))
+    valid = sum(parsed(a) is not None for a in on)
+
+    def ratio(a: list[dict], b: list[dict], key: str) -> float:
+        return round(median_of(a, key) / median_of(b, key), 2)
+
+    return {
+        f"{layout}_speedup_jump_forward": ratio(on_runs, off_runs, "tok_per_s"),
+        f"{layout}_speedup_jump_forward_cpu_s": ratio(on_runs, off_runs, "tok_per_cpu_s"),
+        f"{layout}_constrained_vs_unconstrained": ratio(on_runs, free_runs, "tok_per_s"),
+        f"{layout}_constrained_vs_unconstrained_cpu_s": ratio(on_runs, free_runs, "tok_per_cpu_s"),
+        f"{layout}_jumped_share_on": round(median_run(on_runs)["jumped_share"], 3),
+        f"{layout}_valid_json_on": f"{valid}/{len(on)}",
+        f"{layout}_same_parsed_json_on_off": f"{same}/{len(on)}",
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--concurrency", type=int, default=32)
@@ -147,49 +199,46 @@ def main() -> None:
     parser.add_argument("--output-file", default="benchmarks/results/json_decoding.jsonl")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(
+        "--layouts", default="default,compact", help="of " + str(list(LAYOUT_FLAGS))
+    )
+    parser.add_argument(
+        "--unbounded-integers",
+        action="store_true",
+        help="drop the integers' minimum / maximum (the earlier runs' schema)",
+    )
+    parser.add_argument(
         "--server-flags", default="", help='extra server flags, e.g. "--quantization none"'
     )
     args = parser.parse_args()
     texts = prompts(args.concurrency)
-    # Both servers stay up (an idle one blocks on its inbox) and the runs interleave, so load
-    # from other jobs on this shared machine drifts over on, off and unconstrained alike.
-    servers = {}
+    layouts = args.layouts.split(",")
+    schema = without_bounds(CHARACTER_SCHEMA) if args.unbounded_integers else CHARACTER_SCHEMA
+    # Every server stays up (an idle one blocks on its inbox) and the runs interleave, so load
+    # from other jobs on this shared machine drifts over every kind of run alike.
+    servers: dict[str, ServerProcess] = {}
+    plan = [(f"{layout}_{jump}", schema) for layout in layouts for jump in ("on", "off")]
+    plan.append(("unconstrained", None))  # on the first layout's jump-forward server
     try:
-        for tag, flags in (("on", []), ("off", ["--disable-jump-forward"])):
-            servers[tag] = ServerProcess(
-                "--max-total-tokens", "32768", *args.server_flags.split(), *flags
-            )
-            run_batch(servers[tag], texts[:2], 16, CHARACTER_SCHEMA)  # warm-up: compile
-        all_runs: dict[str, list[dict]] = {
-            "jump_forward_on": [],
-            "jump_forward_off": [],
-            "unconstrained": [],
-        }
-        plan = (
-            ("jump_forward_on", "on", CHARACTER_SCHEMA),
-            ("jump_forward_off", "off", CHARACTER_SCHEMA),
-            ("unconstrained", "on", None),
-        )
+        for layout in layouts:
+            for jump, flags in (("on", []), ("off", ["--disable-jump-forward"])):
+                server = ServerProcess(
+                    "--max-total-tokens", "32768", *args.server_flags.split(),
+                    *LAYOUT_FLAGS[layout], *flags,
+                )  # fmt: skip
+                servers[f"{layout}_{jump}"] = server
+                run_batch(server, texts[:2], 16, schema)  # warm-up: compile
+        servers["unconstrained"] = servers[f"{layouts[0]}_on"]
+        all_runs: dict[str, list[dict]] = {tag: [] for tag, _ in plan}
         for _ in range(args.repeats):
-            for tag, server, schema in plan:
-                requests.post(servers[server].url + "/flush_cache", timeout=60)
+            for tag, run_schema in plan:
+                requests.post(servers[tag].url + "/flush_cache", timeout=60)
                 print(tag, end=": ", flush=True)
-                all_runs[tag].append(run_batch(servers[server], texts, args.max_new_tokens, schema))
+                all_runs[tag].append(
+                    run_batch(servers[tag], texts, args.max_new_tokens, run_schema)
+                )
     finally:
-        for server in servers.values():
+        for server in set(servers.values()):
             server.stop()
-    # The median run of each kind (by tok/s); its outputs are the ones compared below.
-    runs = {
-        tag: sorted(rs, key=lambda r: r["tok_per_s"])[len(rs) // 2] for tag, rs in all_runs.items()
-    }
-    on, off = runs["jump_forward_on"]["outputs"], runs["jump_forward_off"]["outputs"]
-    same = sum(same_output(a, b) for a, b in zip(on, off, strict=True))
-    for i, (a, b) in enumerate(zip(on, off, strict=True)):
-        if not same_output(a, b):
-            pairs = zip(a["output_ids"], b["output_ids"], strict=False)
-            k = next((j for j, (x, y) in enumerate(pairs) if x != y), None)
-            print(f"differs #{i} at output token {k}:\n  on:  {a['text']!r}\n  off: {b['text']!r}")
-    valid = sum(parsed(a) is not None for a in on)
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
     ).stdout.strip()
@@ -200,8 +249,12 @@ def main() -> None:
         "concurrency": args.concurrency,
         "max_new_tokens": args.max_new_tokens,
         "server_flags": args.server_flags,
+        "bounded_integers": not args.unbounded_integers,
         "repeats": args.repeats,
-        **{f"{tag}_tok_per_s": round(r["tok_per_s"], 1) for tag, r in runs.items()},
+        **{
+            f"{tag}_tok_per_s": round(median_run(rs)["tok_per_s"], 1)
+            for tag, rs in all_runs.items()
+        },
         **{
             f"{tag}_tok_per_s_runs": [round(r["tok_per_s"], 1) for r in rs]
             for tag, rs in all_runs.items()
@@ -210,25 +263,7 @@ def main() -> None:
             f"{tag}_tok_per_cpu_s_runs": [round(r["tok_per_cpu_s"], 1) for r in rs]
             for tag, rs in all_runs.items()
         },
-        "speedup_jump_forward_cpu_s": round(
-            median_of(all_runs["jump_forward_on"], "tok_per_cpu_s")
-            / median_of(all_runs["jump_forward_off"], "tok_per_cpu_s"),
-            2,
-        ),
-        "constrained_vs_unconstrained_cpu_s": round(
-            median_of(all_runs["jump_forward_on"], "tok_per_cpu_s")
-            / median_of(all_runs["unconstrained"], "tok_per_cpu_s"),
-            2,
-        ),
-        "jumped_share_on": round(runs["jump_forward_on"]["jumped_share"], 3),
-        "speedup_jump_forward": round(
-            runs["jump_forward_on"]["tok_per_s"] / runs["jump_forward_off"]["tok_per_s"], 2
-        ),
-        "constrained_vs_unconstrained": round(
-            runs["jump_forward_on"]["tok_per_s"] / runs["unconstrained"]["tok_per_s"], 2
-        ),
-        "valid_json_on": f"{valid}/{len(on)}",
-        "same_parsed_json_on_off": f"{same}/{len(on)}",
+        **{k: v for layout in layouts for k, v in compare_layout(layout, all_runs).items()},
         "load_avg_1m_end": round(os.getloadavg()[0], 2),
     }
     print(json.dumps(summary, indent=2))
