@@ -148,10 +148,10 @@ def test_deep_any_of_is_enforced_by_the_default_backend(default_server) -> None:
             "json_schema": json.dumps(schema),
         },
     }
-    start = time.monotonic()
     res = default_server.generate(body)
+    # A 200 is the time check too: a compile past the server's limit is answered with a 400, so
+    # no wall-clock bound here (one would fail on a loaded CI machine, not on a slow compile).
     assert res.status_code == 200, res.text
-    assert time.monotonic() - start < COMPILE_LIMIT_S + 30  # compile, then 200 CPU tokens at most
     out = res.json()
     if out["meta_info"]["finish_reason"]["type"] != "length":
         assert validation_error(schema, out["text"]) is None, out["text"]
