@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import torch
 
+from radixlm.kernels.cpu_layer_ops import load_cpu_layer_ops
 from radixlm.runtime.attention.base import get_attention_backend_class
 from radixlm.runtime.cuda_graph_runner import CudaGraphRunner
 from radixlm.runtime.forward_batch import ForwardBatch
@@ -162,6 +163,11 @@ class ModelRunner:
 
     def _pack_cpu_weights(self) -> None:
         prepack = dense_cpu_supported(self.device, self.dtype)
+        if prepack:
+            # Built (or loaded from the cache) before the server is ready, not by the first
+            # request: a first build takes ~30 s. The other CPU kernels load with their weights
+            # or with the attention backend.
+            load_cpu_layer_ops()
         for module in self.model.modules():
             if not isinstance(module, LinearBase):
                 continue

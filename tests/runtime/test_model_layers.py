@@ -1,5 +1,6 @@
 """Layer pieces against references: rotary frequencies vs transformers, tensor-parallel
-shards of the fused linears recombine into the unsharded layer, dummy weights."""
+shards of the fused linears recombine into the unsharded layer, dummy weights, CPU kernels
+built at start-up."""
 
 from __future__ import annotations
 
@@ -84,3 +85,18 @@ def test_dummy_weights_are_seeded_and_give_sane_logits(tmp_path):
     assert torch.isfinite(first).all() and 0 < first.abs().max() < 50
     assert torch.equal(first, again)
     assert not torch.equal(first, other)
+
+
+def test_cpu_runner_builds_its_layer_kernels_at_start_up(tmp_path, monkeypatch):
+    # A first build takes ~30 s: the server's first request must not be the one that waits.
+    import radixlm.runtime.model_runner as model_runner
+
+    built: list[bool] = []
+    monkeypatch.setattr(model_runner, "load_cpu_layer_ops", lambda: built.append(True))
+    smollm2 = resolve_model("smollm2-135m", load_format="dummy")
+    config_json = json.loads(Path(smollm2.model_dir, "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config_json, "num_hidden_layers": 1}))
+    resolved = resolve_model(str(tmp_path), load_format="dummy")
+    config = ModelConfig.from_dir(resolved.model_dir)
+    ModelRunner(config, resolved, max_total_tokens=16, max_running_requests=1, context_len=16)
+    assert built == [True]
