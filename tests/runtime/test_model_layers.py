@@ -62,13 +62,19 @@ def test_fused_column_and_row_shards_recombine():
     torch.testing.assert_close(shards[0](hidden), hidden @ torch.cat([q[:4], kv[:2]]).T)
 
 
-def test_dummy_weights_are_seeded_and_give_sane_logits(tmp_path):
-    # A config-only folder in real shapes, shrunk to 4 layers to keep the test fast.
+def shrunk_smollm2(folder: Path, num_layers: int):
+    """A config-only folder in SmolLM2's real shapes with fewer layers (dummy weights)."""
     smollm2 = resolve_model("smollm2-135m", load_format="dummy")
     config_json = json.loads(Path(smollm2.model_dir, "config.json").read_text())
-    (tmp_path / "config.json").write_text(json.dumps({**config_json, "num_hidden_layers": 4}))
-    resolved = resolve_model(str(tmp_path), load_format="dummy")
-    config = ModelConfig.from_dir(resolved.model_dir)
+    (folder / "config.json").write_text(
+        json.dumps({**config_json, "num_hidden_layers": num_layers})
+    )
+    resolved = resolve_model(str(folder), load_format="dummy")
+    return ModelConfig.from_dir(resolved.model_dir), resolved
+
+
+def test_dummy_weights_are_seeded_and_give_sane_logits(tmp_path):
+    config, resolved = shrunk_smollm2(tmp_path, num_layers=4)
 
     def prefill_logits(seed: int) -> torch.Tensor:
         runner = ModelRunner(
@@ -93,10 +99,6 @@ def test_cpu_runner_builds_its_layer_kernels_at_start_up(tmp_path, monkeypatch):
 
     built: list[bool] = []
     monkeypatch.setattr(model_runner, "load_cpu_layer_ops", lambda: built.append(True))
-    smollm2 = resolve_model("smollm2-135m", load_format="dummy")
-    config_json = json.loads(Path(smollm2.model_dir, "config.json").read_text())
-    (tmp_path / "config.json").write_text(json.dumps({**config_json, "num_hidden_layers": 1}))
-    resolved = resolve_model(str(tmp_path), load_format="dummy")
-    config = ModelConfig.from_dir(resolved.model_dir)
+    config, resolved = shrunk_smollm2(tmp_path, num_layers=1)
     ModelRunner(config, resolved, max_total_tokens=16, max_running_requests=1, context_len=16)
     assert built == [True]
