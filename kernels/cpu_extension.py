@@ -3,7 +3,8 @@
 The first build compiles against torch's headers (about half a minute); later processes load
 the cached library from ``~/.cache/torch_extensions`` (or ``TORCH_EXTENSIONS_DIR``). Kernels are
 compiled for the host CPU (``-march=native``): a kernel whose instructions this CPU lacks fails
-to build, and callers keep their torch path.
+to build, and callers keep their torch path. Several kernels may build at once, each in its own
+thread (a build is a compiler subprocess); a second caller of one kernel waits for its build.
 """
 
 from __future__ import annotations
@@ -12,14 +13,24 @@ import functools
 import hashlib
 import logging
 import os
+import threading
+from collections import defaultdict
 from types import ModuleType
 
 logger = logging.getLogger(__name__)
 
 
-@functools.cache
+_build_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
+
+
 def load_cpu_extension(name: str, source: str, functions: tuple[str, ...]) -> ModuleType | None:
     """The compiled module exposing ``functions``, or None if this machine cannot build it."""
+    with _build_locks[name]:
+        return _build_or_load(name, source, functions)
+
+
+@functools.cache
+def _build_or_load(name: str, source: str, functions: tuple[str, ...]) -> ModuleType | None:
     import torch
     from torch.utils import cpp_extension
 

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 
 import torch
 
+from radixlm.kernels.cpu_dense_matmul import load_cpu_dense_matmul
 from radixlm.kernels.cpu_layer_ops import load_cpu_layer_ops
+from radixlm.kernels.cpu_paged_attention import load_cpu_paged_attention
+from radixlm.kernels.cpu_quant_matmul import load_cpu_quant_matmul
 from radixlm.runtime.attention.base import get_attention_backend_class
 from radixlm.runtime.cuda_graph_runner import CudaGraphRunner
 from radixlm.runtime.forward_batch import ForwardBatch
@@ -82,6 +86,21 @@ def _default_dtype(dtype: torch.dtype) -> Iterator[None]:
         torch.set_default_dtype(previous)
 
 
+def _start_cpu_kernel_builds(float32: bool, quantization: str) -> list[threading.Thread]:
+    """Builds (or loads from the cache) the CPU kernels this runner will use, each in its own
+    thread while the weights load: a first-ever start otherwise compiled them one after another
+    (~35 s each on a 2-core machine). Whoever needs a kernel waits for its build."""
+    loaders: list[Callable[[], object]] = [load_cpu_paged_attention]
+    if float32:
+        loaders += [load_cpu_dense_matmul, load_cpu_layer_ops]
+    if quantization == "int4":
+        loaders.append(load_cpu_quant_matmul)
+    threads = [threading.Thread(target=load, name=load.__name__) for load in loaders]
+    for thread in threads:
+        thread.start()
+    return threads
+
+
 class ModelRunner:
     def __init__(
         self,
@@ -109,9 +128,13 @@ class ModelRunner:
         self.dtype = dtype or default_dtype_for(self.device)
         self.quantization = resolve_quantization(quantization, self.device, self.dtype, resolved)
         self.context_len = context_len
+        kernel_builds: list[threading.Thread] = []
         if self.device.type == "cpu":
             # One intra-op thread per core we may run on; more only oversubscribes.
             torch.set_num_threads(min(torch.get_num_threads(), len(os.sched_getaffinity(0))))
+            kernel_builds = _start_cpu_kernel_builds(
+                dense_cpu_supported(self.device, self.dtype), self.quantization
+            )
 
         model_class = get_model_class(model_config.architecture)
         with torch.device(self.device), _default_dtype(self.dtype):
@@ -160,14 +183,12 @@ class ModelRunner:
                 min(cuda_graph_max_bs, max_running_requests),
                 self.device,
             )
+        # Every kernel is ready before the server is: the first request must not wait for a build.
+        for thread in kernel_builds:
+            thread.join()
 
     def _pack_cpu_weights(self) -> None:
         prepack = dense_cpu_supported(self.device, self.dtype)
-        if prepack:
-            # Built (or loaded from the cache) before the server is ready, not by the first
-            # request: a first build takes ~30 s. The other CPU kernels load with their weights
-            # or with the attention backend.
-            load_cpu_layer_ops()
         for module in self.model.modules():
             if not isinstance(module, LinearBase):
                 continue
