@@ -89,7 +89,9 @@ class KVSlotAllocator:
         self._free.extend(slots)
 
 
-def zeros_untouched(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device | str):
+def zeros_untouched(
+    shape: tuple[int, ...], dtype: torch.dtype, device: torch.device | str
+) -> torch.Tensor:
     """A zero tensor. On CPU its pages come from calloc (numpy) and are zeroed by the kernel on
     first touch: a KV pool sized for 65,536 tokens then costs resident memory only for the slots
     in use, where ``torch.zeros`` writes (and keeps resident) all of it at start-up."""
