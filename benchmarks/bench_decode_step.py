@@ -30,7 +30,7 @@ from radixlm.runtime.memory_pool import KVCache
 from radixlm.runtime.model_config import ModelConfig
 from radixlm.runtime.model_loader import resolve_model
 from radixlm.runtime.model_runner import ModelRunner
-from radixlm.runtime.server_args import QUANTIZATIONS
+from radixlm.runtime.server_args import DTYPES, QUANTIZATIONS
 
 
 def time_decode_steps(
@@ -104,6 +104,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--quantization", default="auto", choices=QUANTIZATIONS)
+    parser.add_argument("--dtype", default="auto", choices=DTYPES)
+    parser.add_argument(
+        "--profile", action="store_true", help="print torch.profiler's op table for one batch size"
+    )
     args = parser.parse_args()
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
 
@@ -118,6 +122,7 @@ def main() -> None:
         max_running_requests=max_batch,
         context_len=args.context_len + args.warmup + args.steps,
         quantization=args.quantization,
+        dtype=None if args.dtype == "auto" else getattr(torch, args.dtype),
     )
     print(
         f"model {resolved.display_path} ({resolved.weights_format}), {runner.dtype}, "
@@ -135,6 +140,10 @@ def main() -> None:
         f"{'batch':>5} {'median ms/step':>15} {'min ms/step':>12} {'tok/s':>9} {'memory floor ms':>16}"
     )
     for batch_size in batch_sizes:
+        if args.profile:
+            with torch.profiler.profile() as prof:
+                time_decode_steps(runner, batch_size, args.context_len, args.steps, args.warmup)
+            print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
         seconds = time_decode_steps(runner, batch_size, args.context_len, args.steps, args.warmup)
         median = statistics.median(seconds)
         step_bytes = weight_bytes + batch_size * args.context_len * kv_bytes_per_token

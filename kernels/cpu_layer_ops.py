@@ -1,10 +1,12 @@
-"""The small ops of a decoder layer as single CPU calls, for float32 activations: RMSNorm (with
-its residual add), rotary embedding, SwiGLU's ``silu(gate) * up``, and the K/V store.
+"""The small ops of a decoder layer as single CPU calls, for float32 or bfloat16 activations:
+RMSNorm (with its residual add), rotary embedding, SwiGLU's ``silu(gate) * up``, and the K/V
+store.
 
 In a decode step of a small model each of these is a handful of torch ops on a few hundred
 values: the op dispatch, not the arithmetic, is what costs (~20-40 us each as torch ops, 60-120
-of them a step). One compiled call each does the same arithmetic in float32, row by row, so a
-row's result does not depend on its batch. Built with the shared loader
+of them a step). One compiled call each does the same arithmetic in float32 (rounding to
+bfloat16 where the torch path's bfloat16 ops would), row by row, so a row's result does not
+depend on its batch. Built with the shared loader
 (kernels/cpu_extension.py); None without a compiler, and callers keep their torch path.
 References: ``rmsnorm_reference``, ``rotary_reference``, ``silu_and_mul_reference`` and
 ``store_kv_reference`` in ``kernels.reference``.
@@ -24,6 +26,7 @@ _SOURCE = (
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <cmath>
+#include <vector>
 #if defined(__AVX2__) && defined(__FMA__)
 #define VECTOR_EXP 1
 """
@@ -33,129 +36,200 @@ _SOURCE = (
 
 constexpr int64_t kRowsPerTask = 16;  // small batches stay on one thread
 
+// Activations are float32 or bfloat16; the arithmetic is float32 either way.
+static inline float to_float(float x) { return x; }
+static inline float to_float(at::BFloat16 x) { return static_cast<float>(x); }
+
+// Runs the statements with T the activations' C++ type.
+#define DISPATCH_ACTIVATIONS(x, ...)                                                    \
+  if ((x).dtype() == torch::kFloat32) {                                                 \
+    using T = float;                                                                    \
+    __VA_ARGS__                                                                         \
+  } else {                                                                              \
+    TORCH_CHECK((x).dtype() == torch::kBFloat16, "activations must be float32 or bfloat16"); \
+    using T = at::BFloat16;                                                             \
+    __VA_ARGS__                                                                         \
+  }
+
 static void check_rows(const torch::Tensor& x, const torch::Tensor& weight) {
-  TORCH_CHECK(x.dtype() == torch::kFloat32 && x.dim() == 2 && x.is_contiguous());
-  TORCH_CHECK(weight.dtype() == torch::kFloat32 && weight.is_contiguous() &&
+  TORCH_CHECK(x.dim() == 2 && x.is_contiguous());
+  TORCH_CHECK(weight.dtype() == x.dtype() && weight.is_contiguous() &&
               weight.numel() == x.size(1));
 }
 
-static inline void normalize_row(const float* x, const float* weight, float* out, int64_t n,
-                                 float eps) {
+template <typename T>
+static inline void normalize_row(const float* x, const T* weight, T* out, int64_t n, float eps) {
   float squares = 0.f;
 #pragma omp simd reduction(+ : squares)
   for (int64_t i = 0; i < n; ++i) squares += x[i] * x[i];
   const float scale = 1.f / std::sqrt(squares / static_cast<float>(n) + eps);
 #pragma omp simd
-  for (int64_t i = 0; i < n; ++i) out[i] = weight[i] * (x[i] * scale);
+  for (int64_t i = 0; i < n; ++i) out[i] = T(to_float(weight[i]) * (x[i] * scale));
+}
+
+template <typename T>
+static void rms_norm_rows(const T* src, const T* weight, T* dst, int64_t rows, int64_t n,
+                          float eps) {
+  at::parallel_for(0, rows, kRowsPerTask, [&](int64_t begin, int64_t end) {
+    std::vector<float> row(n);
+    for (int64_t r = begin; r < end; ++r) {
+      for (int64_t i = 0; i < n; ++i) row[i] = to_float(src[r * n + i]);
+      normalize_row(row.data(), weight, dst + r * n, n, eps);
+    }
+  });
 }
 
 torch::Tensor rms_norm(torch::Tensor x, torch::Tensor weight, double eps) {
   check_rows(x, weight);
   auto out = torch::empty_like(x);
-  const int64_t n = x.size(1);
-  const float *src = x.data_ptr<float>(), *w = weight.data_ptr<float>();
-  float* dst = out.data_ptr<float>();
-  at::parallel_for(0, x.size(0), kRowsPerTask, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r)
-      normalize_row(src + r * n, w, dst + r * n, n, static_cast<float>(eps));
-  });
+  DISPATCH_ACTIVATIONS(x, rms_norm_rows(x.data_ptr<T>(), weight.data_ptr<T>(), out.data_ptr<T>(),
+                                        x.size(0), x.size(1), static_cast<float>(eps));)
   return out;
+}
+
+// sum[r] += src[r] (rounded to T, as the torch path's add), then dst[r] = norm(sum[r]).
+template <typename T>
+static void add_rms_norm_rows(const T* src, T* sum, const T* weight, T* dst, int64_t rows,
+                              int64_t n, float eps) {
+  at::parallel_for(0, rows, kRowsPerTask, [&](int64_t begin, int64_t end) {
+    std::vector<float> row(n);
+    for (int64_t r = begin; r < end; ++r) {
+      T* acc = sum + r * n;
+      for (int64_t i = 0; i < n; ++i) {
+        acc[i] = T(to_float(acc[i]) + to_float(src[r * n + i]));
+        row[i] = to_float(acc[i]);
+      }
+      normalize_row(row.data(), weight, dst + r * n, n, eps);
+    }
+  });
 }
 
 // residual += x (in place); returns norm(residual).
 torch::Tensor add_rms_norm(torch::Tensor x, torch::Tensor residual, torch::Tensor weight,
                            double eps) {
   check_rows(x, weight);
-  TORCH_CHECK(residual.sizes() == x.sizes() && residual.dtype() == torch::kFloat32 &&
+  TORCH_CHECK(residual.sizes() == x.sizes() && residual.dtype() == x.dtype() &&
               residual.is_contiguous());
   auto out = torch::empty_like(x);
-  const int64_t n = x.size(1);
-  const float *src = x.data_ptr<float>(), *w = weight.data_ptr<float>();
-  float *sum = residual.data_ptr<float>(), *dst = out.data_ptr<float>();
-  at::parallel_for(0, x.size(0), kRowsPerTask, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) {
-      float* row = sum + r * n;
+  DISPATCH_ACTIVATIONS(x, add_rms_norm_rows(x.data_ptr<T>(), residual.data_ptr<T>(),
+                                            weight.data_ptr<T>(), out.data_ptr<T>(), x.size(0),
+                                            x.size(1), static_cast<float>(eps));)
+  return out;
+}
+
+template <typename T>
+static void rotary_rows(const torch::Tensor& x, const T* c, const T* s, T* dst) {
+  const int64_t tokens = x.size(0), heads = x.size(1), dim = x.size(2), half = dim / 2;
+  const int64_t token_stride = x.stride(0), head_stride = x.stride(1);
+  const T* src = x.data_ptr<T>();
+  at::parallel_for(0, tokens, kRowsPerTask, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const T *ct = c + t * dim, *st = s + t * dim;
+      for (int64_t h = 0; h < heads; ++h) {
+        const T* in = src + t * token_stride + h * head_stride;
+        T* o = dst + (t * heads + h) * dim;
 #pragma omp simd
-      for (int64_t i = 0; i < n; ++i) row[i] += src[r * n + i];
-      normalize_row(row, w, dst + r * n, n, static_cast<float>(eps));
+        for (int64_t i = 0; i < half; ++i) {
+          const float x1 = to_float(in[i]), x2 = to_float(in[i + half]);
+          o[i] = T(x1 * to_float(ct[i]) + x2 * to_float(st[i]));
+          o[i + half] = T(x2 * to_float(ct[i + half]) + x1 * to_float(st[i + half]));
+        }
+      }
     }
   });
-  return out;
 }
 
 // x (tokens, heads, dim) with unit stride along dim; cos, sin_signed (tokens, dim). Returns a
 // contiguous rotated copy: x * cos + [x2, x1] * sin_signed.
 torch::Tensor rotary(torch::Tensor x, torch::Tensor cos, torch::Tensor sin_signed) {
-  TORCH_CHECK(x.dtype() == torch::kFloat32 && x.dim() == 3 && x.stride(2) == 1);
-  TORCH_CHECK(cos.dtype() == torch::kFloat32 && sin_signed.dtype() == torch::kFloat32);
-  const int64_t tokens = x.size(0), heads = x.size(1), dim = x.size(2), half = dim / 2;
+  TORCH_CHECK(x.dim() == 3 && x.stride(2) == 1);
+  TORCH_CHECK(cos.dtype() == x.dtype() && sin_signed.dtype() == x.dtype());
+  const int64_t tokens = x.size(0), dim = x.size(2);
   TORCH_CHECK(cos.is_contiguous() && sin_signed.is_contiguous() &&
               cos.numel() == tokens * dim && sin_signed.numel() == tokens * dim);
-  auto out = torch::empty({tokens, heads, dim}, x.options());
-  const float *src = x.data_ptr<float>(), *c = cos.data_ptr<float>(),
-              *s = sin_signed.data_ptr<float>();
-  float* dst = out.data_ptr<float>();
-  const int64_t token_stride = x.stride(0), head_stride = x.stride(1);
+  auto out = torch::empty({tokens, x.size(1), dim}, x.options());
+  DISPATCH_ACTIVATIONS(x, rotary_rows(x, cos.data_ptr<T>(), sin_signed.data_ptr<T>(),
+                                      out.data_ptr<T>());)
+  return out;
+}
+
+#ifdef VECTOR_EXP
+// silu(gate) * up for 8 float32 values.
+static inline __m256 silu_mul8(__m256 g, __m256 up) {
+  const __m256 e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), g));
+  return _mm256_mul_ps(_mm256_div_ps(g, _mm256_add_ps(_mm256_set1_ps(1.f), e)), up);
+}
+static inline __m256 load8(const float* src) { return _mm256_loadu_ps(src); }
+static inline __m256 load8(const at::BFloat16* src) {  // bfloat16: a float32's upper half
+  const __m128i bits = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(bits), 16));
+}
+static inline void store8(float* dst, __m256 x) { _mm256_storeu_ps(dst, x); }
+static inline void store8(at::BFloat16* dst, __m256 x) {  // rounded as torch rounds
+  alignas(32) float values[8];
+  _mm256_store_ps(values, x);
+  for (int j = 0; j < 8; ++j) dst[j] = at::BFloat16(values[j]);
+}
+#endif
+
+template <typename T>
+static void silu_and_mul_rows(const T* src, T* dst, int64_t tokens, int64_t width) {
   at::parallel_for(0, tokens, kRowsPerTask, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
-      const float *ct = c + t * dim, *st = s + t * dim;
-      for (int64_t h = 0; h < heads; ++h) {
-        const float* in = src + t * token_stride + h * head_stride;
-        float* o = dst + (t * heads + h) * dim;
-#pragma omp simd
-        for (int64_t i = 0; i < half; ++i) {
-          o[i] = in[i] * ct[i] + in[i + half] * st[i];
-          o[i + half] = in[i + half] * ct[i + half] + in[i] * st[i + half];
-        }
+      const T *gate = src + t * 2 * width, *up = gate + width;
+      T* o = dst + t * width;
+      int64_t i = 0;
+#ifdef VECTOR_EXP  // std::exp is scalar: this loop would cost more than the matmuls around it
+      for (; i + 8 <= width; i += 8) store8(o + i, silu_mul8(load8(gate + i), load8(up + i)));
+#endif
+      for (; i < width; ++i) {
+        const float g = to_float(gate[i]);
+        o[i] = T(g / (1.f + std::exp(-g)) * to_float(up[i]));
       }
     }
   });
-  return out;
 }
 
 // gate_up (tokens, 2 * width) -> silu(gate) * up, (tokens, width).
 torch::Tensor silu_and_mul(torch::Tensor gate_up) {
-  TORCH_CHECK(gate_up.dtype() == torch::kFloat32 && gate_up.dim() == 2 && gate_up.is_contiguous());
+  TORCH_CHECK(gate_up.dim() == 2 && gate_up.is_contiguous());
   const int64_t tokens = gate_up.size(0), width = gate_up.size(1) / 2;
   auto out = torch::empty({tokens, width}, gate_up.options());
-  const float* src = gate_up.data_ptr<float>();
-  float* dst = out.data_ptr<float>();
-  at::parallel_for(0, tokens, kRowsPerTask, [&](int64_t begin, int64_t end) {
-    for (int64_t t = begin; t < end; ++t) {
-      const float *gate = src + t * 2 * width, *up = gate + width;
-      float* o = dst + t * width;
-      int64_t i = 0;
-#ifdef VECTOR_EXP  // std::exp is scalar: this loop would cost more than the matmuls around it
-      for (; i + 8 <= width; i += 8) {
-        const __m256 g = _mm256_loadu_ps(gate + i);
-        const __m256 e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), g));
-        const __m256 silu = _mm256_div_ps(g, _mm256_add_ps(_mm256_set1_ps(1.f), e));
-        _mm256_storeu_ps(o + i, _mm256_mul_ps(silu, _mm256_loadu_ps(up + i)));
-      }
-#endif
-      for (; i < width; ++i) o[i] = gate[i] / (1.f + std::exp(-gate[i])) * up[i];
-    }
-  });
+  DISPATCH_ACTIVATIONS(gate_up,
+                       silu_and_mul_rows(gate_up.data_ptr<T>(), out.data_ptr<T>(), tokens, width);)
   return out;
 }
 
 // buffer[loc[t]] = rows[t], converted to the buffer's dtype (round to nearest even, as torch).
-template <typename Out>
+template <typename In, typename Out>
 static void store_rows(const torch::Tensor& rows, torch::Tensor& buffer, const int64_t* loc) {
   const int64_t tokens = rows.size(0), heads = rows.size(1), dim = rows.size(2);
-  const float* src = rows.data_ptr<float>();
+  const In* src = rows.data_ptr<In>();
   Out* dst = buffer.data_ptr<Out>();
   for (int64_t t = 0; t < tokens; ++t)
     for (int64_t h = 0; h < heads; ++h)
       for (int64_t d = 0; d < dim; ++d)
         dst[(loc[t] * heads + h) * dim + d] =
-            Out(src[t * rows.stride(0) + h * rows.stride(1) + d * rows.stride(2)]);
+            Out(to_float(src[t * rows.stride(0) + h * rows.stride(1) + d * rows.stride(2)]));
 }
 
 static void check_kv_rows(const torch::Tensor& rows, const torch::Tensor& buffer) {
-  TORCH_CHECK(rows.dtype() == torch::kFloat32 && rows.dim() == 3, "K/V rows: 3-D float32");
+  TORCH_CHECK(rows.dim() == 3, "K/V rows: 3-D");
   TORCH_CHECK(buffer.is_contiguous() && buffer.size(1) == rows.size(1) &&
               buffer.size(2) == rows.size(2), "K/V rows must match the buffer's heads and dim");
+}
+
+template <typename T>
+static void store_kv_rows(torch::Tensor& k_buffer, torch::Tensor& v_buffer, const int64_t* slots,
+                          const torch::Tensor& k, const torch::Tensor& v) {
+  if (k_buffer.dtype() == torch::kFloat32) {
+    store_rows<T, float>(k, k_buffer, slots);
+    store_rows<T, float>(v, v_buffer, slots);
+  } else {
+    TORCH_CHECK(k_buffer.dtype() == torch::kBFloat16, "K/V buffers must be float32 or bfloat16");
+    store_rows<T, at::BFloat16>(k, k_buffer, slots);
+    store_rows<T, at::BFloat16>(v, v_buffer, slots);
+  }
 }
 
 // The new tokens' K and V into their slots of one layer's buffers (float32 or bfloat16).
@@ -168,14 +242,8 @@ void store_kv(torch::Tensor k_buffer, torch::Tensor v_buffer, torch::Tensor loc,
   const int64_t* slots = loc.data_ptr<int64_t>();
   for (int64_t t = 0; t < loc.numel(); ++t)
     TORCH_CHECK(slots[t] >= 0 && slots[t] < k_buffer.size(0), "K/V slot out of range");
-  if (k_buffer.dtype() == torch::kFloat32) {
-    store_rows<float>(k, k_buffer, slots);
-    store_rows<float>(v, v_buffer, slots);
-  } else {
-    TORCH_CHECK(k_buffer.dtype() == torch::kBFloat16, "K/V buffers must be float32 or bfloat16");
-    store_rows<at::BFloat16>(k, k_buffer, slots);
-    store_rows<at::BFloat16>(v, v_buffer, slots);
-  }
+  TORCH_CHECK(v.dtype() == k.dtype());
+  DISPATCH_ACTIVATIONS(k, store_kv_rows<T>(k_buffer, v_buffer, slots, k, v);)
 }
 """
 )
@@ -188,9 +256,16 @@ def load_cpu_layer_ops() -> ModuleType | None:
     return load_cpu_extension("radixlm_cpu_layer_ops", _SOURCE, _FUNCTIONS)
 
 
+_ACTIVATION_DTYPES = (torch.float32, torch.bfloat16)
+
+
 def cpu_layer_ops_for(*tensors: torch.Tensor) -> ModuleType | None:
-    """The compiled ops if they can take these tensors (float32, on CPU), else None."""
+    """The compiled ops if they can take these tensors (on CPU, all float32 or all bfloat16),
+    else None."""
+    dtype = tensors[0].dtype
+    if dtype not in _ACTIVATION_DTYPES:
+        return None
     for t in tensors:  # a plain loop: this runs ~150 times per decode step
-        if t.dtype != torch.float32 or t.device.type != "cpu":
+        if t.dtype != dtype or t.device.type != "cpu":
             return None
     return load_cpu_layer_ops()

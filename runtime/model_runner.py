@@ -46,8 +46,9 @@ def resolve_quantization(
     everything else in float; "int4" quantizes any checkpoint."""
     if requested not in QUANTIZATIONS:
         raise ValueError(f"unknown quantization {requested!r}; choose from {QUANTIZATIONS}")
-    # Quantized layers keep a packed float32 copy for big passes (layers/quantized_cpu.py).
-    int4_runs_here = dense_cpu_supported(device, dtype)
+    # The int4 kernel takes float32 activations; its layers keep a packed dense copy for big
+    # passes (layers/quantized_cpu.py).
+    int4_runs_here = dtype == torch.float32 and dense_cpu_supported(device, dtype)
     if requested == "int4" and not int4_runs_here:
         raise ValueError("--quantization int4 runs on CPU with --dtype float32 only")
     if requested != "auto":
@@ -86,13 +87,15 @@ def _default_dtype(dtype: torch.dtype) -> Iterator[None]:
         torch.set_default_dtype(previous)
 
 
-def _start_cpu_kernel_builds(float32: bool, quantization: str) -> list[threading.Thread]:
+def _start_cpu_kernel_builds(dtype: torch.dtype, quantization: str) -> list[threading.Thread]:
     """Builds (or loads from the cache) the CPU kernels this runner will use, each in its own
     thread while the weights load: a first-ever start otherwise compiled them one after another
     (~35 s each on a 2-core machine). Whoever needs a kernel waits for its build."""
     loaders: list[Callable[[], object]] = [load_cpu_paged_attention]
-    if float32:
-        loaders += [load_cpu_dense_matmul, load_cpu_layer_ops]
+    if dtype in (torch.float32, torch.bfloat16):
+        loaders.append(load_cpu_layer_ops)
+    if dtype == torch.float32:
+        loaders.append(load_cpu_dense_matmul)
     if quantization == "int4":
         loaders.append(load_cpu_quant_matmul)
     threads = [threading.Thread(target=load, name=load.__name__) for load in loaders]
@@ -132,9 +135,7 @@ class ModelRunner:
         if self.device.type == "cpu":
             # One intra-op thread per core we may run on; more only oversubscribes.
             torch.set_num_threads(min(torch.get_num_threads(), len(os.sched_getaffinity(0))))
-            kernel_builds = _start_cpu_kernel_builds(
-                dense_cpu_supported(self.device, self.dtype), self.quantization
-            )
+            kernel_builds = _start_cpu_kernel_builds(self.dtype, self.quantization)
 
         model_class = get_model_class(model_config.architecture)
         with torch.device(self.device), _default_dtype(self.dtype):

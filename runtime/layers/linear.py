@@ -4,8 +4,9 @@ Column-parallel layers split their output rows across ranks, row-parallel ones t
 columns (and sum the partial results). With the default ``tp_size=1`` they are plain linears.
 Weights are created uninitialized: the runner loads them or fills them with a dummy init.
 
-On CPU in float32 the runner calls ``prepack_for_cpu`` once the weights are final, which
-packs them for our CPU matmul (see dense_cpu.py); with int4 quantization it calls
+On CPU in float32 (and in bfloat16 where the CPU has bfloat16 matrix instructions) the runner
+calls ``prepack_for_cpu`` once the weights are final, which packs them for the CPU matmul (see
+dense_cpu.py); with int4 quantization it calls
 ``quantize_for_cpu`` instead (see quantized_cpu.py).
 """
 
@@ -15,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from radixlm.runtime.layers.dense_cpu import DenseCpuWeight
+from radixlm.runtime.layers.dense_cpu import Bf16CpuWeight, DenseCpuWeight, pack_cpu_weight
 from radixlm.runtime.layers.quantized_cpu import QuantFormat, QuantizedWeight
 
 
@@ -27,7 +28,7 @@ class LinearBase(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.cpu_weight: DenseCpuWeight | QuantizedWeight | None = None
+        self.cpu_weight: DenseCpuWeight | Bf16CpuWeight | QuantizedWeight | None = None
 
     def prepack_for_cpu(self) -> None:
         """Replaces the plain weight by its packed layout (same values, no extra copy kept).
@@ -35,7 +36,7 @@ class LinearBase(nn.Module):
         Irreversible: weights cannot be loaded into this module afterwards.
         """
         assert self.weight is not None and self.weight.device.type == "cpu"
-        self.cpu_weight = DenseCpuWeight(self.weight)
+        self.cpu_weight = pack_cpu_weight(self.weight)
         self.weight = None  # a tied weight stays alive through the module that owns it
 
     def quantize_for_cpu(self, quant_format: QuantFormat) -> None:

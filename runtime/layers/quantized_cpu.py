@@ -8,10 +8,11 @@ For other float checkpoints it is plain round-to-nearest quantization. Opt in wi
 ``--quantization auto`` (Q4_1 checkpoints) or ``int4`` (any).
 
 Passes of a few rows (decode) run the compiled kernel, which also writes the activations as
-int8 blocks (two parts each: about bfloat16 precision). At prefill sizes a float32 GEMM is
-faster (compute-bound), so a float32 copy of the very same dequantized weights (dense_cpu.py)
-serves passes of many rows: a request's logits move by that rounding when its batch crosses the row limit.
-Without a compiler (or AVX2) every pass takes the float32 copy.
+int8 blocks (two parts each: about bfloat16 precision). At prefill sizes a GEMM is faster
+(compute-bound), so a dense copy of the very same dequantized weights (dense_cpu.py) serves
+passes of many rows: bfloat16 where the CPU multiplies bfloat16 matrices in hardware (AMX,
+AVX512-BF16), float32 elsewhere. A request's logits move by that rounding when its batch
+crosses the row limit. Without a compiler (or AVX2) every pass takes the dense copy.
 """
 
 from __future__ import annotations
@@ -28,14 +29,16 @@ from radixlm.kernels.cpu_quant_matmul import (
     pack_q4_1,
     pack_q8_0,
 )
-from radixlm.runtime.layers.dense_cpu import DenseCpuWeight
+from radixlm.runtime.layers.dense_cpu import native_bf16_matmul, pack_cpu_weight
 
 QuantFormat = Literal["q4_1", "q8_0"]
-# Passes with more rows than this use the float32 copy. Whole decode steps of the default model
-# (AMD EPYC, AVX2, 2 cores, bench_decode_step.time_decode_steps, interleaved, context 256),
-# kernel vs float32 copy on kernels/cpu_dense_matmul.py: 2 rows 15.2 vs 27.2 ms, 4 rows 23.6 vs
-# 26.5, 6 rows 34.4 vs 35.2, 8 rows 40.2 vs 36.0.
-KERNEL_MAX_ROWS = 6
+# Passes with more rows than this use the dense copy. Whole decode steps of the default model
+# (bench_decode_step.time_decode_steps, context 256-320), kernel vs dense copy: AMD EPYC (AVX2,
+# float32 copy on kernels/cpu_dense_matmul.py, interleaved) 2 rows 15.2 vs 27.2 ms, 4 rows 23.6
+# vs 26.5, 6 rows 34.4 vs 35.2, 8 rows 40.2 vs 36.0; Intel Xeon with AMX (bfloat16 copy on
+# oneDNN, best of 30 steps, two rounds) 2 rows 20.8 / 17.0 vs 20.3 / 19.8, 4 rows 32.1 / 24.9
+# vs 23.5 / 21.6.
+KERNEL_MAX_ROWS = 2 if native_bf16_matmul() else 6
 
 
 def quantized_cpu_supported(device: torch.device, in_features: int) -> bool:
@@ -55,7 +58,9 @@ class QuantizedWeight:
         else:
             self.qs, self.scales = pack_q8_0(weight)
             dequantized = dequantize_q8_0(self.qs, self.scales)
-        self.float_copy = DenseCpuWeight(dequantized)
+        if native_bf16_matmul():
+            dequantized = dequantized.to(torch.bfloat16)
+        self.dense_copy = pack_cpu_weight(dequantized)
         self._kernels = load_cpu_quant_matmul()
 
     def matmul(self, x: torch.Tensor) -> torch.Tensor:
@@ -65,7 +70,7 @@ class QuantizedWeight:
             if self.quant_format == "q8_0":
                 kernel = self._kernels.q8_0_matmul
             return kernel(x.contiguous(), self.qs, self.scales)
-        return self.float_copy.matmul(x)
+        return self.dense_copy.matmul(x)
 
     def nbytes(self) -> int:
         """Bytes a decode step reads (the quantized copy)."""

@@ -56,9 +56,38 @@ def test_rotary_matches_reference_on_a_strided_view(tokens, heads, dim):
     torch.testing.assert_close(out, rotary_reference(x, cos, sin_signed), rtol=2e-6, atol=2e-6)
 
 
-def test_ops_are_offered_for_float32_cpu_tensors_only():
+def test_ops_are_offered_for_float32_or_bfloat16_cpu_tensors_of_one_dtype():
+    bf16 = torch.ones(2, dtype=torch.bfloat16)
     assert cpu_layer_ops_for(torch.ones(2)) is ops
-    assert cpu_layer_ops_for(torch.ones(2), torch.ones(2, dtype=torch.bfloat16)) is None
+    assert cpu_layer_ops_for(bf16, bf16) is ops
+    assert cpu_layer_ops_for(torch.ones(2), bf16) is None
+    assert cpu_layer_ops_for(torch.ones(2, dtype=torch.float16)) is None
+
+
+def _bf16_close(actual: torch.Tensor, expected: torch.Tensor) -> None:
+    """Within one bfloat16 rounding (plus one of an input's) of the float32 reference."""
+    assert actual.dtype == torch.bfloat16
+    torch.testing.assert_close(actual.float(), expected, rtol=2**-7, atol=2**-7)
+
+
+def test_bfloat16_ops_compute_in_float32_and_round_once():
+    bf = torch.bfloat16
+    x, residual = _randn(9, 576, seed=20).to(bf), _randn(9, 576, seed=21).to(bf)
+    weight = _randn(576, seed=22).to(bf)
+    expected, _ = rmsnorm_reference(x.float(), weight.float(), 1e-5)
+    _bf16_close(ops.rms_norm(x, weight, 1e-5), expected)
+    summed = residual.clone()
+    out = ops.add_rms_norm(x, summed, weight, 1e-5)
+    assert torch.equal(summed, residual.add(x))  # the residual sum rounds like torch's add
+    _bf16_close(out, rmsnorm_reference(summed.float(), weight.float(), 1e-5)[0])
+    gate_up = (_randn(5, 2 * 1536 + 6, seed=23) * 4).to(bf)  # a scalar tail past the vectors
+    _bf16_close(ops.silu_and_mul(gate_up), silu_and_mul_reference(gate_up.float()))
+    qk = _randn(3, 7 * 64, seed=24).to(bf).view(3, 7, 64)
+    cos, sin_signed = (_randn(3, 1, 64, seed=s).to(bf) for s in (25, 26))
+    _bf16_close(
+        ops.rotary(qk, cos, sin_signed),
+        rotary_reference(qk.float(), cos.float(), sin_signed.float()),
+    )
 
 
 @pytest.mark.parametrize("tokens", [1, 7, 40])
@@ -79,10 +108,12 @@ def test_silu_and_mul_stays_finite_at_extreme_gates():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_store_kv_writes_strided_rows_into_their_slots(dtype):
+@pytest.mark.parametrize("rows_dtype", [torch.float32, torch.bfloat16])
+def test_store_kv_writes_strided_rows_into_their_slots(dtype, rows_dtype):
     k_buffer, v_buffer = torch.zeros(64, 3, 16, dtype=dtype), torch.zeros(64, 3, 16, dtype=dtype)
     expected_k, expected_v = k_buffer.clone(), v_buffer.clone()
-    qkv = _randn(5, 9 * 16, seed=12)  # k and v are strided views of one row, as in attention
+    # k and v are strided views of one row, as in attention
+    qkv = _randn(5, 9 * 16, seed=12).to(rows_dtype)
     k, v = qkv[:, 3 * 16 : 6 * 16].view(5, 3, 16), qkv[:, 6 * 16 :].view(5, 3, 16)
     loc = torch.tensor([9, 3, 60, 0, 17])
     ops.store_kv(k_buffer, v_buffer, loc, k, v)
