@@ -74,13 +74,15 @@ def _encode(tokenizer_dir: str, text: str) -> list[int]:
     return Tokenizer.from_file(f"{tokenizer_dir}/tokenizer.json").encode(text).ids
 
 
-def _solo_and_concurrent(server) -> tuple[list[list[int]], list[dict]]:
-    """Greedy outputs of 6 prompts sent alone, and of 32 prompts (the same 6 first) at once."""
+def _solo_and_concurrent(server) -> tuple[list[dict], list[dict]]:
+    """Greedy outputs of 6 prompts sent alone (with their top-2 logprobs), and of 32 prompts
+    (the same 6 first) at once."""
     prompts = [
         f"{CHAT_PROMPT[:-40]} Count to {i}.<|im_end|>\n<|im_start|>assistant\n" for i in range(32)
     ]
     body = lambda p: {"text": p, "sampling_params": greedy(24, ignore_eos=True)}  # noqa: E731
-    solo = [server.generate(body(p)).json()["output_ids"] for p in prompts[:6]]
+    top2 = {"return_logprob": True, "top_logprobs_num": 2}
+    solo = [server.generate(body(p) | top2).json() for p in prompts[:6]]
     with ThreadPoolExecutor(32) as pool:
         together = list(pool.map(lambda p: server.generate(body(p)).json(), prompts))
     assert all(r["meta_info"]["completion_tokens"] == 24 for r in together)
@@ -90,17 +92,27 @@ def _solo_and_concurrent(server) -> tuple[list[list[int]], list[dict]]:
 
 def test_concurrent_greedy_requests_match_solo_outputs(default_server):
     solo, together = _solo_and_concurrent(default_server)
-    assert [r["output_ids"] for r in together[:6]] == solo
+    assert [r["output_ids"] for r in together[:6]] == [r["output_ids"] for r in solo]
 
 
 def test_int4_concurrent_greedy_requests_stay_close_to_solo(int4_server):
-    """int4 mode runs passes over KERNEL_MAX_ROWS rows on the float32 copy of the same weights
-    (float32 activations instead of int8 blocks), so a near-tie may flip a later token;
-    a batching bug (wrong KV rows, mixed-up positions) would change outputs from the start."""
+    """int4 mode runs passes over KERNEL_MAX_ROWS rows on a dense copy of the same weights
+    (float32, or bfloat16 on CPUs with bfloat16 matrix instructions, instead of int8 activation
+    blocks), so a near-tie may flip a token, and the outputs part there. A batching bug (wrong
+    KV rows, mixed-up positions) would change outputs from the start, and not at near-ties."""
     solo, together = _solo_and_concurrent(int4_server)
-    identical = sum(r["output_ids"] == ids for r, ids in zip(together, solo, strict=False))
-    assert identical >= 4, identical
-    assert all(r["output_ids"][:4] == ids[:4] for r, ids in zip(together, solo, strict=False))
+    for alone, batched in zip(solo, together, strict=False):
+        ids, other = alone["output_ids"], batched["output_ids"]
+        parted = next((i for i, (a, b) in enumerate(zip(ids, other, strict=True)) if a != b), None)
+        if parted is None:
+            continue
+        assert parted >= 3, (parted, ids, other)
+        # Where they part, the batched token is the solo run's runner-up, within a near-tie.
+        (best, best_id, _), (second, second_id, _) = alone["meta_info"]["output_top_logprobs"][
+            parted
+        ]
+        assert (best_id, second_id) == (ids[parted], other[parted])
+        assert best - second < 0.5, (parted, best, second)
 
 
 def test_shared_500_token_prefix_is_cached(default_server):
