@@ -5,17 +5,18 @@ GEMM on its own packed weights reaches 40-55 % of this AVX2 CPU's FMA peak there
 ``F.linear`` 20-45 % (benchmarks/bench_dense_matmul.py). This kernel is the classic register
 tile: 4 rows x 24 outputs held in 12 accumulators; per input ``k`` it loads the panel's three
 8-wide weight vectors once, broadcasts each row's ``x[k]`` and issues 12 FMAs (all 16 vector
-registers in use). The weight vectors are pinned to registers (an empty ``asm``): left alone,
+registers in use). With AVX-512 the vectors are 16 wide and a tile 4 rows x 48 outputs. The weight vectors are pinned to registers (an empty ``asm``): left alone,
 the compiler folds them into every FMA as a memory operand, and the extra 256-bit loads halve
 the speed. 4 x 24 measured 10-20 % faster than 6 x 16 (fewer loads per FMA).
 
-The weight is packed into panels of 24 outputs, ``(panels, K, 24)``, so a tile streams its
+The weight is packed into panels of 24 (AVX-512: 48) outputs, ``(panels, K, 24)``, so a tile streams its
 panel contiguously; the last panel is zero-padded. Torch's intra-op threads split the panels.
 Every output is one row's sum over ``k`` in order, with no blocking of K, so a row gets the
 same bits in any batch, tile height or thread count.
 Reference: ``torch.nn.functional.linear`` on the unpacked weight.
 
-Layouts: x (rows, K) float32; packed (ceil(N / 24), K, 24) float32; out (rows, N) float32.
+Layouts: x (rows, K) float32; packed (ceil(N / P), K, P) float32 with P = ``panel_width()``;
+out (rows, N) float32.
 """
 
 from __future__ import annotations
@@ -27,8 +28,6 @@ import torch.nn.functional as F
 
 from radixlm.kernels.cpu_extension import load_cpu_extension
 
-PANEL = 24
-
 _SOURCE = r"""
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
@@ -38,45 +37,69 @@ _SOURCE = r"""
 #error "the dense CPU matmul needs AVX2 and FMA"
 #endif
 
-constexpr int kVectors = 3;  // 8-wide vectors per panel
-constexpr int kPanel = 8 * kVectors;
-constexpr int kMaxRows = 4;  // 12 accumulators + 3 weight vectors + 1 broadcast = 16 ymm
+// 16-wide vectors where the CPU has AVX-512 (twice the FMA width), else 8-wide. Each output is
+// the same FMA chain over k either way, so both give the same bits.
+#if defined(__AVX512F__)
+using Vec = __m512;
+constexpr int kLanes = 16;
+static inline Vec vzero() { return _mm512_setzero_ps(); }
+static inline Vec vload(const float* p) { return _mm512_loadu_ps(p); }
+static inline Vec vbroadcast(const float* p) { return _mm512_set1_ps(*p); }
+static inline Vec vfma(Vec a, Vec b, Vec c) { return _mm512_fmadd_ps(a, b, c); }
+static inline void vstore(float* p, Vec v) { _mm512_storeu_ps(p, v); }
+#define PIN_TO_REGISTER(v) asm("" : "+v"(v))
+#else
+using Vec = __m256;
+constexpr int kLanes = 8;
+static inline Vec vzero() { return _mm256_setzero_ps(); }
+static inline Vec vload(const float* p) { return _mm256_loadu_ps(p); }
+static inline Vec vbroadcast(const float* p) { return _mm256_broadcast_ss(p); }
+static inline Vec vfma(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, c); }
+static inline void vstore(float* p, Vec v) { _mm256_storeu_ps(p, v); }
+#define PIN_TO_REGISTER(v) asm("" : "+x"(v))
+#endif
+
+constexpr int kVectors = 3;  // vectors per panel
+constexpr int kPanel = kLanes * kVectors;
+constexpr int kMaxRows = 4;  // 12 accumulators + 3 weight vectors + 1 broadcast = 16 registers
 constexpr int64_t kRowChunk = 192;  // rows whose activations stay in L2 while panels stream
+
+int64_t panel_width() { return kPanel; }
 
 template <int R>
 static inline void tile(const float* __restrict x, int64_t k_total, const float* __restrict panel,
                         float* __restrict out, int64_t n_total, int columns) {
-  __m256 acc[R][kVectors];
+  Vec acc[R][kVectors];
 #pragma GCC unroll 8
   for (int r = 0; r < R; ++r)
 #pragma GCC unroll 8
-    for (int v = 0; v < kVectors; ++v) acc[r][v] = _mm256_setzero_ps();
+    for (int v = 0; v < kVectors; ++v) acc[r][v] = vzero();
   for (int64_t k = 0; k < k_total; ++k) {
-    __m256 w[kVectors];
+    Vec w[kVectors];
 #pragma GCC unroll 8
     for (int v = 0; v < kVectors; ++v) {
-      w[v] = _mm256_loadu_ps(panel + k * kPanel + 8 * v);
-      asm("" : "+x"(w[v]));  // keep it in a register, not as an FMA memory operand
+      w[v] = vload(panel + k * kPanel + kLanes * v);
+      PIN_TO_REGISTER(w[v]);  // keep it in a register, not as an FMA memory operand
     }
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
-      const __m256 a = _mm256_broadcast_ss(x + r * k_total + k);
+      const Vec a = vbroadcast(x + r * k_total + k);
 #pragma GCC unroll 8
-      for (int v = 0; v < kVectors; ++v) acc[r][v] = _mm256_fmadd_ps(a, w[v], acc[r][v]);
+      for (int v = 0; v < kVectors; ++v) acc[r][v] = vfma(a, w[v], acc[r][v]);
     }
   }
   if (columns == kPanel) {
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r)
 #pragma GCC unroll 8
-      for (int v = 0; v < kVectors; ++v) _mm256_storeu_ps(out + r * n_total + 8 * v, acc[r][v]);
+      for (int v = 0; v < kVectors; ++v) vstore(out + r * n_total + kLanes * v, acc[r][v]);
     return;
   }
-  alignas(32) float last[R][kPanel];  // the zero-padded last panel
+  float last[R][kPanel];  // the zero-padded last panel
 #pragma GCC unroll 8
   for (int r = 0; r < R; ++r)
 #pragma GCC unroll 8
-    for (int v = 0; v < kVectors; ++v) _mm256_store_ps(last[r] + 8 * v, acc[r][v]);
+    for (int v = 0; v < kVectors; ++v) vstore(last[r] + kLanes * v, acc[r][v]);
   for (int r = 0; r < R; ++r)
     for (int c = 0; c < columns; ++c) out[r * n_total + c] = last[r][c];
 }
@@ -125,14 +148,18 @@ torch::Tensor dense_matmul(torch::Tensor x, torch::Tensor packed, int64_t n_tota
 
 
 def load_cpu_dense_matmul() -> ModuleType | None:
-    """The compiled module (``dense_matmul(x, packed, out_features)``), or None if this machine
-    cannot build it (no compiler, or no AVX2 / FMA)."""
-    return load_cpu_extension("radixlm_cpu_dense_matmul", _SOURCE, ("dense_matmul",))
+    """The compiled module (``dense_matmul(x, packed, out_features)``, ``panel_width()``), or
+    None if this machine cannot build it (no compiler, or no AVX2 / FMA)."""
+    return load_cpu_extension("radixlm_cpu_dense_matmul", _SOURCE, ("dense_matmul", "panel_width"))
 
 
 def pack_dense_weight(weight: torch.Tensor) -> torch.Tensor:
-    """(out_features, in_features) float32 -> (panels, in_features, 16), zero-padded."""
+    """(out_features, in_features) float32 -> (panels, in_features, panel width), zero-padded;
+    the width is the built kernel's (24, or 48 with AVX-512)."""
+    kernels = load_cpu_dense_matmul()
+    assert kernels is not None, "the dense CPU matmul is not built here"
+    panel = kernels.panel_width()
     out_features, in_features = weight.shape
-    panels = -(-out_features // PANEL)
-    padded = F.pad(weight.detach().float(), (0, 0, 0, panels * PANEL - out_features))
-    return padded.view(panels, PANEL, in_features).transpose(1, 2).contiguous()
+    panels = -(-out_features // panel)
+    padded = F.pad(weight.detach().float(), (0, 0, 0, panels * panel - out_features))
+    return padded.view(panels, panel, in_features).transpose(1, 2).contiguous()
