@@ -39,8 +39,7 @@ class ServerArgs:
             "help": "none: float weights (exact; outputs do not depend on batching or cache "
             "hits); auto: keep a Q4_1 GGUF's layers in 4 bits on CPU (lossless re-pack, int8 "
             "activation blocks in decode, ~3x faster single stream; passes of many rows on a "
-            "dense copy, bfloat16 where the CPU has AMX or AVX512-BF16); int4: quantize any "
-            "checkpoint (CPU)",
+            "dense copy, bfloat16 where the CPU has AMX); int4: quantize any checkpoint (CPU)",
         },
     )
     device: str = field(default="auto", metadata={"choices": DEVICES})

@@ -5,10 +5,9 @@ packed GEMM on 32-row decode batches of an AVX2 CPU, 1.05-1.2x on prefill passes
 result does not depend on its batch. Without a compiler, oneDNN's packed layout, which is still
 2-4x ``F.linear`` on plain weights (that re-packs the weight on every call).
 
-bfloat16: oneDNN's packed layout, on CPUs that multiply bfloat16 matrices in hardware (AMX
-tiles, AVX512-BF16 dot products; ``native_bf16_matmul``), where it is several times any
-float32 GEMM. Inputs of another dtype are rounded to bfloat16 and the output comes back in
-their dtype.
+bfloat16: oneDNN's packed layout, on CPUs that multiply bfloat16 matrices on AMX tiles
+(``native_bf16_matmul``), where it is several times any float32 GEMM. Inputs of another dtype
+are rounded to bfloat16 and the output comes back in their dtype.
 """
 
 from __future__ import annotations
@@ -22,10 +21,10 @@ from radixlm.kernels.cpu_dense_matmul import load_cpu_dense_matmul, pack_dense_w
 
 @functools.cache
 def native_bf16_matmul() -> bool:
-    """Whether this CPU has bfloat16 matrix instructions (AMX or AVX512-BF16)."""
-    return torch.backends.mkldnn.is_available() and (
-        torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
-    )
+    """Whether this CPU multiplies bfloat16 matrices on AMX tiles (Intel Xeon 4th gen and
+    later), where oneDNN's bf16 GEMM measured 3-5x any float32 one. AVX512-BF16 alone (AMD Zen
+    4, Cooper Lake) is not measured yet and keeps float32."""
+    return torch.backends.mkldnn.is_available() and torch.cpu._is_amx_tile_supported()
 
 
 def dense_cpu_supported(device: torch.device, dtype: torch.dtype) -> bool:

@@ -10,9 +10,9 @@ For other float checkpoints it is plain round-to-nearest quantization. Opt in wi
 Passes of a few rows (decode) run the compiled kernel, which also writes the activations as
 int8 blocks (two parts each: about bfloat16 precision). At prefill sizes a GEMM is faster
 (compute-bound), so a dense copy of the very same dequantized weights (dense_cpu.py) serves
-passes of many rows: bfloat16 where the CPU multiplies bfloat16 matrices in hardware (AMX,
-AVX512-BF16), float32 elsewhere. A request's logits move by that rounding when its batch
-crosses the row limit. Without a compiler (or AVX2) every pass takes the dense copy.
+passes of many rows: bfloat16 where the CPU multiplies bfloat16 matrices on AMX tiles,
+float32 elsewhere. A request's logits move by that rounding when its batch crosses the row
+limit. Without a compiler (or AVX2) every pass takes the dense copy.
 """
 
 from __future__ import annotations
