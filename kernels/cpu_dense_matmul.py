@@ -5,12 +5,14 @@ GEMM on its own packed weights reaches 40-55 % of this AVX2 CPU's FMA peak there
 ``F.linear`` 20-45 % (benchmarks/bench_dense_matmul.py). This kernel is the classic register
 tile: 4 rows x 24 outputs held in 12 accumulators; per input ``k`` it loads the panel's three
 8-wide weight vectors once, broadcasts each row's ``x[k]`` and issues 12 FMAs (all 16 vector
-registers in use). With AVX-512 the vectors are 16 wide and a tile 4 rows x 48 outputs. The weight vectors are pinned to registers (an empty ``asm``): left alone,
-the compiler folds them into every FMA as a memory operand, and the extra 256-bit loads halve
-the speed. 4 x 24 measured 10-20 % faster than 6 x 16 (fewer loads per FMA).
+registers in use). With AVX-512 the vectors are 16 wide and a tile 4 rows x 48 outputs. The
+weight vectors are pinned to registers (an empty ``asm``): left alone, the compiler folds them
+into every FMA as a memory operand, and the extra vector loads halve the speed. 4 x 24 measured
+10-20 % faster than 6 x 16 (fewer loads per FMA).
 
-The weight is packed into panels of 24 (AVX-512: 48) outputs, ``(panels, K, 24)``, so a tile streams its
-panel contiguously; the last panel is zero-padded. Torch's intra-op threads split the panels.
+The weight is packed into panels of P = 24 (AVX-512: 48) outputs, ``(panels, K, P)``, so a
+tile streams its panel contiguously; the last panel is zero-padded. Torch's intra-op threads
+split the panels.
 Every output is one row's sum over ``k`` in order, with no blocking of K, so a row gets the
 same bits in any batch, tile height or thread count.
 Reference: ``torch.nn.functional.linear`` on the unpacked weight.

@@ -26,7 +26,6 @@ _SOURCE = (
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <cmath>
-#include <vector>
 #if defined(__AVX2__) && defined(__FMA__)
 #define VECTOR_EXP 1
 """
@@ -58,24 +57,20 @@ static void check_rows(const torch::Tensor& x, const torch::Tensor& weight) {
 }
 
 template <typename T>
-static inline void normalize_row(const float* x, const T* weight, T* out, int64_t n, float eps) {
+static inline void normalize_row(const T* x, const T* weight, T* out, int64_t n, float eps) {
   float squares = 0.f;
 #pragma omp simd reduction(+ : squares)
-  for (int64_t i = 0; i < n; ++i) squares += x[i] * x[i];
+  for (int64_t i = 0; i < n; ++i) squares += to_float(x[i]) * to_float(x[i]);
   const float scale = 1.f / std::sqrt(squares / static_cast<float>(n) + eps);
 #pragma omp simd
-  for (int64_t i = 0; i < n; ++i) out[i] = T(to_float(weight[i]) * (x[i] * scale));
+  for (int64_t i = 0; i < n; ++i) out[i] = T(to_float(weight[i]) * (to_float(x[i]) * scale));
 }
 
 template <typename T>
 static void rms_norm_rows(const T* src, const T* weight, T* dst, int64_t rows, int64_t n,
                           float eps) {
   at::parallel_for(0, rows, kRowsPerTask, [&](int64_t begin, int64_t end) {
-    std::vector<float> row(n);
-    for (int64_t r = begin; r < end; ++r) {
-      for (int64_t i = 0; i < n; ++i) row[i] = to_float(src[r * n + i]);
-      normalize_row(row.data(), weight, dst + r * n, n, eps);
-    }
+    for (int64_t r = begin; r < end; ++r) normalize_row(src + r * n, weight, dst + r * n, n, eps);
   });
 }
 
@@ -92,14 +87,11 @@ template <typename T>
 static void add_rms_norm_rows(const T* src, T* sum, const T* weight, T* dst, int64_t rows,
                               int64_t n, float eps) {
   at::parallel_for(0, rows, kRowsPerTask, [&](int64_t begin, int64_t end) {
-    std::vector<float> row(n);
     for (int64_t r = begin; r < end; ++r) {
       T* acc = sum + r * n;
-      for (int64_t i = 0; i < n; ++i) {
-        acc[i] = T(to_float(acc[i]) + to_float(src[r * n + i]));
-        row[i] = to_float(acc[i]);
-      }
-      normalize_row(row.data(), weight, dst + r * n, n, eps);
+#pragma omp simd
+      for (int64_t i = 0; i < n; ++i) acc[i] = T(to_float(acc[i]) + to_float(src[r * n + i]));
+      normalize_row(acc, weight, dst + r * n, n, eps);
     }
   });
 }

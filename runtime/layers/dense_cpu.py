@@ -1,8 +1,9 @@
 """Weights packed once for CPU matmuls.
 
-float32: our AVX2 kernel (kernels/cpu_dense_matmul.py) where it builds: 1.2-1.6x oneDNN's
-packed GEMM on 32-row decode batches of an AVX2 CPU, 1.05-1.2x on prefill passes, and a row's
-result does not depend on its batch. Without a compiler, oneDNN's packed layout, which is still
+float32: our kernel (kernels/cpu_dense_matmul.py, AVX2 or AVX-512) where it builds: on an AVX2
+CPU 1.2-1.6x oneDNN's packed GEMM on 32-row decode batches, 1.05-1.2x on prefill passes; with
+AVX-512 1.05-1.4x at 32 rows, 0.92-0.99x at 512; and a row's result does not depend on its
+batch. Without a compiler, oneDNN's packed layout, which is still
 2-4x ``F.linear`` on plain weights (that re-packs the weight on every call).
 
 bfloat16: oneDNN's packed layout, on CPUs that multiply bfloat16 matrices on AMX tiles
@@ -13,6 +14,7 @@ are rounded to bfloat16 and the output comes back in their dtype.
 from __future__ import annotations
 
 import functools
+from types import ModuleType
 
 import torch
 
@@ -35,20 +37,15 @@ def dense_cpu_supported(device: torch.device, dtype: torch.dtype) -> bool:
 
 
 class DenseCpuWeight:
-    """A (out_features, in_features) float32 weight in the layout its CPU matmul reads."""
+    """A (out_features, in_features) float32 weight packed for our CPU matmul kernel."""
 
-    def __init__(self, weight: torch.Tensor) -> None:
+    def __init__(self, weight: torch.Tensor, kernels: ModuleType) -> None:
         self.out_features = weight.shape[0]
-        self._kernels = load_cpu_dense_matmul()
-        if self._kernels is not None:
-            self.packed = pack_dense_weight(weight)
-        else:
-            self.packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach().float(), None)
+        self._kernels = kernels
+        self.packed = pack_dense_weight(weight)
 
     def matmul(self, x: torch.Tensor) -> torch.Tensor:
         """``x @ W^T`` (float32, any leading dims)."""
-        if self._kernels is None:
-            return torch.ops.mkldnn._linear_pointwise(x, self.packed, None, "none", [], "")
         rows = x.reshape(-1, x.shape[-1]).contiguous()
         out = self._kernels.dense_matmul(rows, self.packed, self.out_features)
         return out.view(*x.shape[:-1], self.out_features)
@@ -57,19 +54,18 @@ class DenseCpuWeight:
         return self.packed.numel() * self.packed.element_size()
 
 
-class Bf16CpuWeight:
-    """A (out_features, in_features) weight as bfloat16 in oneDNN's packed layout."""
+class OneDnnCpuWeight:
+    """A (out_features, in_features) weight in oneDNN's packed layout, in its own dtype."""
 
     def __init__(self, weight: torch.Tensor) -> None:
-        self.out_features = weight.shape[0]
-        self.packed = torch.ops.mkldnn._reorder_linear_weight(
-            weight.detach().to(torch.bfloat16), None
-        )
+        self.dtype = weight.dtype
+        self.packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), None)
 
     def matmul(self, x: torch.Tensor) -> torch.Tensor:
-        """``x @ W^T`` (any float dtype, any leading dims), in ``x``'s dtype."""
+        """``x @ W^T`` (any float dtype, any leading dims): ``x`` rounded to the weight's dtype,
+        the result returned in ``x``'s."""
         out = torch.ops.mkldnn._linear_pointwise(
-            x.to(torch.bfloat16), self.packed, None, "none", [], ""
+            x.to(self.dtype), self.packed, None, "none", [], ""
         )
         return out.to(x.dtype)
 
@@ -77,6 +73,11 @@ class Bf16CpuWeight:
         return self.packed.numel() * self.packed.element_size()
 
 
-def pack_cpu_weight(weight: torch.Tensor) -> DenseCpuWeight | Bf16CpuWeight:
-    """The packed copy for the weight's dtype (float32 or bfloat16)."""
-    return Bf16CpuWeight(weight) if weight.dtype == torch.bfloat16 else DenseCpuWeight(weight)
+CpuWeight = DenseCpuWeight | OneDnnCpuWeight
+
+
+def pack_cpu_weight(weight: torch.Tensor) -> CpuWeight:
+    """The packed copy of a float32 or bfloat16 weight: float32 on our kernel where it builds,
+    else (and for bfloat16) on oneDNN."""
+    kernels = load_cpu_dense_matmul() if weight.dtype == torch.float32 else None
+    return OneDnnCpuWeight(weight) if kernels is None else DenseCpuWeight(weight, kernels)

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from radixlm.runtime.layers.dense_cpu import Bf16CpuWeight, DenseCpuWeight, pack_cpu_weight
+from radixlm.runtime.layers.dense_cpu import CpuWeight, pack_cpu_weight
 from radixlm.runtime.layers.quantized_cpu import QuantFormat, QuantizedWeight
 
 
@@ -28,7 +28,7 @@ class LinearBase(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.cpu_weight: DenseCpuWeight | Bf16CpuWeight | QuantizedWeight | None = None
+        self.cpu_weight: CpuWeight | QuantizedWeight | None = None
 
     def prepack_for_cpu(self) -> None:
         """Replaces the plain weight by its packed layout (same values, no extra copy kept).

@@ -97,7 +97,7 @@ def test_concurrent_greedy_requests_match_solo_outputs(default_server):
 
 def test_int4_concurrent_greedy_requests_stay_close_to_solo(int4_server):
     """int4 mode runs passes over KERNEL_MAX_ROWS rows on a dense copy of the same weights
-    (float32, or bfloat16 on CPUs with bfloat16 matrix instructions, instead of int8 activation
+    (float32, or bfloat16 on CPUs with AMX, instead of int8 activation
     blocks), so a near-tie may flip a token, and the outputs part there. A batching bug (wrong
     KV rows, mixed-up positions) would change outputs from the start, and not at near-ties."""
     solo, together = _solo_and_concurrent(int4_server)

@@ -109,7 +109,7 @@ def test_kernel_checks_shapes():
 
 def test_big_passes_use_the_same_weights_in_a_dense_copy():
     """Rows beyond KERNEL_MAX_ROWS go through a dense copy of the very same weights: float32,
-    or bfloat16 where the CPU multiplies bfloat16 matrices natively; the kernel's two-part int8
+    or bfloat16 where the CPU multiplies bfloat16 matrices on AMX; the kernel's two-part int8
     activations differ from either by about bfloat16 precision."""
     _, _, _, weight = q4_1_weight(960, 576, seed=5)
     linear = ColumnParallelLinear(576, [960])
