@@ -1,12 +1,15 @@
-"""Float32 CPU matmuls on the default model's linear shapes: our packed kernel
-(kernels/cpu_dense_matmul.py) vs oneDNN on its packed weights (what the linears ran before) vs
-``F.linear`` (MKL, re-packing the weight every call).
+"""CPU matmuls on the default model's linear shapes: our packed kernel vs oneDNN on its packed
+weights (what the linears ran before) vs ``F.linear`` (re-packing the weight every call).
+float32: kernels/cpu_dense_matmul.py; ``--dtype bfloat16`` (CPUs with AMX): bfloat16 weights
+on kernels/cpu_amx_matmul.py, float32 activations in and out as int4 mode passes them (oneDNN
+and F.linear get them cast to bfloat16 and back).
 
 The rounds interleave the three, and each reports its best round, so the VM's drifting speed
 falls on all of them alike. GFLOP/s = 2 * rows * in * out / seconds.
 
     python benchmarks/bench_dense_matmul.py
     python benchmarks/bench_dense_matmul.py --rows 1,8,32,512 --rounds 9
+    python benchmarks/bench_dense_matmul.py --dtype bfloat16
 """
 
 from __future__ import annotations
@@ -14,11 +17,11 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
-from types import ModuleType
 
 import torch
 import torch.nn.functional as F
 
+from radixlm.kernels.cpu_amx_matmul import load_cpu_amx_matmul, pack_amx_weight
 from radixlm.kernels.cpu_dense_matmul import load_cpu_dense_matmul, pack_dense_weight
 
 # SmolLM2-135M: fused q/k/v, o_proj, fused gate/up, down_proj, the LM head.
@@ -38,17 +41,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", default="1,8,32,64,512")
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     args = parser.parse_args()
-    kernels = load_cpu_dense_matmul()
-    assert kernels is not None, "the kernel needs a C++ compiler and AVX2 + FMA"
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}; GFLOP/s, best round")
+    dtype = getattr(torch, args.dtype)
+    print(
+        f"torch {torch.__version__}, threads {torch.get_num_threads()}, {args.dtype} weights; "
+        "GFLOP/s, best round"
+    )
     print(f"{'rows':>5} {'layer':>8} {'ours':>6} {'oneDNN':>7} {'F.linear':>9} {'vs oneDNN':>10}")
     generator = torch.Generator().manual_seed(0)
     for rows in (int(r) for r in args.rows.split(",")):
         for name, (in_features, out_features) in SHAPES.items():
             weight = torch.randn(out_features, in_features, generator=generator)
             x = torch.randn(rows, in_features, generator=generator)
-            rate = best_rates(kernels, x, weight, args.rounds)
+            rate = best_rates(x, weight.to(dtype), args.rounds)
             print(
                 f"{rows:>5} {name:>8} {rate['ours']:>6.0f} {rate['onednn']:>7.0f} "
                 f"{rate['f_linear']:>9.0f} {rate['ours'] / rate['onednn']:>9.2f}x",
@@ -56,17 +62,36 @@ def main() -> None:
             )
 
 
-def best_rates(kernels: ModuleType, x: torch.Tensor, weight: torch.Tensor, rounds: int):
-    """GFLOP/s of each candidate's best round, rounds interleaved."""
+def our_matmul(weight: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Our kernel for the weight's dtype, on the weight packed once."""
     out_features = weight.shape[0]
-    ours = pack_dense_weight(weight)
+    if weight.dtype == torch.float32:
+        dense = load_cpu_dense_matmul()
+        assert dense is not None, "the kernel needs a C++ compiler and AVX2 + FMA"
+        packed = pack_dense_weight(weight)
+        return lambda x: dense.dense_matmul(x, packed, out_features)
+    amx = load_cpu_amx_matmul()
+    assert amx is not None, "the bfloat16 kernel needs a CPU with AMX tiles"
+    packed = pack_amx_weight(weight)
+    return lambda x: amx.amx_matmul(x, packed, out_features)
+
+
+def best_rates(x: torch.Tensor, weight: torch.Tensor, rounds: int):
+    """GFLOP/s of each candidate's best round, rounds interleaved."""
+    out_features, dtype = weight.shape[0], weight.dtype
+    ours = our_matmul(weight)
     onednn = torch.ops.mkldnn._reorder_linear_weight(weight, None)
     candidates: dict[str, Callable[[], torch.Tensor]] = {
-        "ours": lambda: kernels.dense_matmul(x, ours, out_features),
-        "onednn": lambda: torch.ops.mkldnn._linear_pointwise(x, onednn, None, "none", [], ""),
-        "f_linear": lambda: F.linear(x, weight),
+        "ours": lambda: ours(x),
+        "onednn": lambda: torch.ops.mkldnn._linear_pointwise(
+            x.to(dtype), onednn, None, "none", [], ""
+        ).float(),
+        "f_linear": lambda: F.linear(x.to(dtype), weight).float(),
     }
-    torch.testing.assert_close(candidates["ours"](), F.linear(x, weight), rtol=1e-4, atol=1e-3)
+    tolerance = 1e-4 if dtype == torch.float32 else 1e-2
+    torch.testing.assert_close(
+        candidates["ours"](), candidates["f_linear"](), rtol=tolerance, atol=tolerance * 10
+    )
     flops = 2 * x.shape[0] * x.shape[1] * out_features
     calls = max(3, int(3e8 / flops))
     best = dict.fromkeys(candidates, float("inf"))

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 
 import torch
 
+from radixlm.kernels.cpu_amx_matmul import load_cpu_amx_matmul
 from radixlm.kernels.cpu_dense_matmul import load_cpu_dense_matmul
 from radixlm.kernels.cpu_layer_ops import load_cpu_layer_ops
 from radixlm.kernels.cpu_paged_attention import load_cpu_paged_attention
@@ -17,10 +18,10 @@ from radixlm.kernels.cpu_quant_matmul import load_cpu_quant_matmul
 from radixlm.runtime.attention.base import get_attention_backend_class
 from radixlm.runtime.cuda_graph_runner import CudaGraphRunner
 from radixlm.runtime.forward_batch import ForwardBatch
-from radixlm.runtime.layers.dense_cpu import dense_cpu_supported
+from radixlm.runtime.layers.dense_cpu import dense_cpu_supported, native_bf16_matmul
 from radixlm.runtime.layers.embedding import LMHead
 from radixlm.runtime.layers.linear import LinearBase
-from radixlm.runtime.layers.quantized_cpu import quantized_cpu_supported
+from radixlm.runtime.layers.quantized_cpu import KERNEL_MAX_ROWS, quantized_cpu_supported
 from radixlm.runtime.memory_pool import KVCache, KVSlotAllocator, ReqToTokenPool
 from radixlm.runtime.model_config import ModelConfig
 from radixlm.runtime.model_loader.resolve import ResolvedModel
@@ -96,8 +97,10 @@ def _start_cpu_kernel_builds(dtype: torch.dtype, quantization: str) -> list[thre
         loaders.append(load_cpu_layer_ops)
     if dtype == torch.float32:
         loaders.append(load_cpu_dense_matmul)
-    if quantization == "int4":
+    if quantization == "int4" and KERNEL_MAX_ROWS:
         loaders.append(load_cpu_quant_matmul)
+    if native_bf16_matmul() and (dtype == torch.bfloat16 or quantization == "int4"):
+        loaders.append(load_cpu_amx_matmul)
     threads = [threading.Thread(target=load, name=load.__name__) for load in loaders]
     for thread in threads:
         thread.start()

@@ -6,18 +6,21 @@ AVX-512 1.05-1.4x at 32 rows, 0.92-0.99x at 512; and a row's result does not dep
 batch. Without a compiler, oneDNN's packed layout, which is still
 2-4x ``F.linear`` on plain weights (that re-packs the weight on every call).
 
-bfloat16: oneDNN's packed layout, on CPUs that multiply bfloat16 matrices on AMX tiles
-(``native_bf16_matmul``), where it is several times any float32 GEMM. Inputs of another dtype
-are rounded to bfloat16 and the output comes back in their dtype.
+bfloat16, on CPUs that multiply bfloat16 matrices on AMX tiles (``native_bf16_matmul``),
+where it is several times any float32 GEMM: our AMX kernel (kernels/cpu_amx_matmul.py; 1.4-3.1x
+oneDNN at 32 rows, and a row's result does not depend on its batch), else oneDNN's packed
+layout. Inputs of another dtype are rounded to bfloat16 and the output comes back in their
+dtype.
 """
 
 from __future__ import annotations
 
 import functools
-from types import ModuleType
+from collections.abc import Callable
 
 import torch
 
+from radixlm.kernels.cpu_amx_matmul import amx_supports, load_cpu_amx_matmul, pack_amx_weight
 from radixlm.kernels.cpu_dense_matmul import load_cpu_dense_matmul, pack_dense_weight
 
 
@@ -36,18 +39,24 @@ def dense_cpu_supported(device: torch.device, dtype: torch.dtype) -> bool:
     return dtype == torch.float32 or (dtype == torch.bfloat16 and native_bf16_matmul())
 
 
-class DenseCpuWeight:
-    """A (out_features, in_features) float32 weight packed for our CPU matmul kernel."""
+class KernelCpuWeight:
+    """A (out_features, in_features) weight packed once for one of our CPU matmul kernels:
+    ``matmul(rows, packed, out_features)``."""
 
-    def __init__(self, weight: torch.Tensor, kernels: ModuleType) -> None:
-        self.out_features = weight.shape[0]
-        self._kernels = kernels
-        self.packed = pack_dense_weight(weight)
+    def __init__(
+        self,
+        packed: torch.Tensor,
+        out_features: int,
+        matmul: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor],
+    ) -> None:
+        self.packed = packed
+        self.out_features = out_features
+        self._matmul = matmul
 
     def matmul(self, x: torch.Tensor) -> torch.Tensor:
-        """``x @ W^T`` (float32, any leading dims)."""
+        """``x @ W^T`` (any leading dims), in ``x``'s dtype."""
         rows = x.reshape(-1, x.shape[-1]).contiguous()
-        out = self._kernels.dense_matmul(rows, self.packed, self.out_features)
+        out = self._matmul(rows, self.packed, self.out_features)
         return out.view(*x.shape[:-1], self.out_features)
 
     def nbytes(self) -> int:
@@ -73,11 +82,17 @@ class OneDnnCpuWeight:
         return self.packed.numel() * self.packed.element_size()
 
 
-CpuWeight = DenseCpuWeight | OneDnnCpuWeight
+CpuWeight = KernelCpuWeight | OneDnnCpuWeight
 
 
 def pack_cpu_weight(weight: torch.Tensor) -> CpuWeight:
-    """The packed copy of a float32 or bfloat16 weight: float32 on our kernel where it builds,
-    else (and for bfloat16) on oneDNN."""
-    kernels = load_cpu_dense_matmul() if weight.dtype == torch.float32 else None
-    return OneDnnCpuWeight(weight) if kernels is None else DenseCpuWeight(weight, kernels)
+    """The packed copy of a float32 or bfloat16 weight, on our kernel for its dtype where it
+    builds (and, for AMX, takes the weight's input width), else on oneDNN."""
+    out_features = weight.shape[0]
+    if weight.dtype == torch.float32:
+        dense = load_cpu_dense_matmul()
+        if dense is not None:
+            return KernelCpuWeight(pack_dense_weight(weight), out_features, dense.dense_matmul)
+    elif amx_supports(weight.shape[1]) and (amx := load_cpu_amx_matmul()) is not None:
+        return KernelCpuWeight(pack_amx_weight(weight), out_features, amx.amx_matmul)
+    return OneDnnCpuWeight(weight)

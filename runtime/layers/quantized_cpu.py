@@ -10,9 +10,10 @@ For other float checkpoints it is plain round-to-nearest quantization. Opt in wi
 Passes of a few rows (decode) run the compiled kernel, which also writes the activations as
 int8 blocks (two parts each: about bfloat16 precision). At prefill sizes a GEMM is faster
 (compute-bound), so a dense copy of the very same dequantized weights (dense_cpu.py) serves
-passes of many rows: bfloat16 where the CPU multiplies bfloat16 matrices on AMX tiles,
-float32 elsewhere. A request's logits move by that rounding when its batch crosses the row
-limit. Without a compiler (or AVX2) every pass takes the dense copy.
+passes of many rows, in float32; a request's logits move by the activations' rounding when its
+batch crosses the row limit. CPUs with AMX tiles multiply a bfloat16 copy faster than the
+kernel from two rows on, so there every pass takes that copy. Without a compiler (or AVX2)
+every pass takes the dense copy.
 """
 
 from __future__ import annotations
@@ -35,10 +36,11 @@ QuantFormat = Literal["q4_1", "q8_0"]
 # Passes with more rows than this use the dense copy. Whole decode steps of the default model
 # (bench_decode_step.time_decode_steps, context 256-320), kernel vs dense copy: AMD EPYC (AVX2,
 # float32 copy on kernels/cpu_dense_matmul.py, interleaved) 2 rows 15.2 vs 27.2 ms, 4 rows 23.6
-# vs 26.5, 6 rows 34.4 vs 35.2, 8 rows 40.2 vs 36.0; Intel Xeon with AMX (bfloat16 copy on
-# oneDNN, best of 30 steps, two rounds) 2 rows 20.8 / 17.0 vs 20.3 / 19.8, 4 rows 32.1 / 24.9
-# vs 23.5 / 21.6.
-KERNEL_MAX_ROWS = 2 if native_bf16_matmul() else 6
+# vs 26.5, 6 rows 34.4 vs 35.2, 8 rows 40.2 vs 36.0. On CPUs with AMX every pass takes the
+# bfloat16 copy on our AMX kernel (Intel Xeon, median of 20 steps: 1 row 13.5 vs 11.5 ms, 2 rows
+# 14.7 vs 15.3), so a row's result never depends on its batch: batching and jump-forward leave
+# greedy outputs unchanged.
+KERNEL_MAX_ROWS = 0 if native_bf16_matmul() else 6
 
 
 def quantized_cpu_supported(device: torch.device, in_features: int) -> bool:
@@ -61,7 +63,7 @@ class QuantizedWeight:
         if native_bf16_matmul():
             dequantized = dequantized.to(torch.bfloat16)
         self.dense_copy = pack_cpu_weight(dequantized)
-        self._kernels = load_cpu_quant_matmul()
+        self._kernels = load_cpu_quant_matmul() if KERNEL_MAX_ROWS else None
 
     def matmul(self, x: torch.Tensor) -> torch.Tensor:
         """``x @ W^T`` (2-D, float32)."""

@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
+from radixlm.runtime.layers.dense_cpu import native_bf16_matmul
 from tests.server_harness import ServerProcess
 
 CHAT_PROMPT = (
@@ -96,11 +97,13 @@ def test_concurrent_greedy_requests_match_solo_outputs(default_server):
 
 
 def test_int4_concurrent_greedy_requests_stay_close_to_solo(int4_server):
-    """int4 mode runs passes over KERNEL_MAX_ROWS rows on a dense copy of the same weights
-    (float32, or bfloat16 on CPUs with AMX, instead of int8 activation
-    blocks), so a near-tie may flip a token, and the outputs part there. A batching bug (wrong
-    KV rows, mixed-up positions) would change outputs from the start, and not at near-ties."""
+    """int4 mode runs passes over KERNEL_MAX_ROWS rows on a float32 dense copy of the same
+    weights instead of int8 activation blocks, so a near-tie may flip a token, and the outputs
+    part there. A batching bug (wrong KV rows, mixed-up positions) would change outputs from the
+    start, and not at near-ties. On CPUs with AMX every pass takes one bfloat16 copy: equal."""
     solo, together = _solo_and_concurrent(int4_server)
+    if native_bf16_matmul():
+        assert [r["output_ids"] for r in together[:6]] == [r["output_ids"] for r in solo]
     for alone, batched in zip(solo, together, strict=False):
         ids, other = alone["output_ids"], batched["output_ids"]
         parted = next((i for i, (a, b) in enumerate(zip(ids, other, strict=True)) if a != b), None)

@@ -75,5 +75,5 @@ def test_linear_layer_on_either_path(monkeypatch, use_kernel):
     expected = F.linear(x, weight, bias)
     layer.prepack_for_cpu()
     assert layer.weight is None
-    assert isinstance(layer.cpu_weight, dense_cpu.DenseCpuWeight) == use_kernel
+    assert isinstance(layer.cpu_weight, dense_cpu.KernelCpuWeight) == use_kernel
     torch.testing.assert_close(layer(x.view(3, 3, 64)), expected.view(3, 3, 32))

@@ -1,0 +1,180 @@
+"""bfloat16 ``x @ W^T`` on Intel AMX tiles, on weights packed once at load time.
+
+oneDNN's AMX GEMM reaches 360-740 GFLOP/s on the 32-row passes of a CPU decode step (its
+brgemm blocks for big M); this kernel is the plain AMX loop for few rows: per pair of 16-output
+weight tiles, up to 32 rows of activations in two A tiles and four float32 accumulator tiles,
+one ``TDPBF16PS`` per tile pair and 32 inputs. On the default model's linear shapes
+(``benchmarks/bench_dense_matmul.py --dtype bfloat16``, Intel Xeon, 2 cores) it ran 1.0-1.5
+TFLOP/s at 32 rows, 1.4-3.1x oneDNN (the LM head 1.4x), 2.6-4x at 8 rows and 1.06-1.8x at 512.
+
+A tile computes each output from its own activation row and weight column in a fixed order
+over K, and partial row blocks configure shorter tiles instead of padding: a row gets the same
+bits alone or in any batch. Products are exact (bfloat16 x bfloat16) and summed in float32.
+
+Layouts: x (rows, K) float32 or bfloat16, K % 32 == 0; packed (ceil(N / 32) * 2, K / 32, 16,
+16, 2) bfloat16 (``pack_amx_weight``: per 16 outputs and 32 inputs, one 1 KB tile in AMX's
+pair-interleaved layout, outputs zero-padded to a multiple of 32); out (rows, N) in x's dtype.
+The process asks the kernel for AMX state once (``arch_prctl``), as oneDNN does.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+import torch
+import torch.nn.functional as F
+
+from radixlm.kernels.cpu_extension import load_cpu_extension
+
+K_BLOCK = 32  # inputs per tile
+N_BLOCK = 32  # outputs per pass over K (two weight tiles)
+
+_SOURCE = r"""
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+#include <immintrin.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#include <algorithm>
+
+#if !defined(__AMX_TILE__) || !defined(__AMX_BF16__)
+#error "the AMX matmul needs AMX-TILE and AMX-BF16"
+#endif
+
+constexpr int kTileRows = 16, kTileBytes = 64;  // 16 floats, or 32 bfloat16
+constexpr int64_t kTileElements = kTileRows * kTileBytes / 2;  // bfloat16 per weight tile
+
+struct TileConfig {
+  uint8_t palette_id = 1, start_row = 0, reserved[14] = {};
+  uint16_t colsb[16] = {};
+  uint8_t rows[16] = {};
+};
+
+// Linux hands out the 8 KB tile state only on request (ARCH_REQ_XCOMP_PERM, XTILEDATA).
+static bool amx_permitted() {
+  static const bool granted = syscall(SYS_arch_prctl, 0x1023, 18) == 0;
+  return granted;
+}
+
+bool amx_available() { return amx_permitted(); }
+
+// tmm0/1: accumulators of the first row block (outputs 0-15, 16-31), tmm2/3 of the second;
+// tmm4/5: the two row blocks' activations; tmm6/7: the two weight tiles.
+static void configure(int first_rows, int second_rows) {
+  TileConfig config;
+  const int rows[8] = {first_rows, first_rows, second_rows, second_rows,
+                       first_rows, second_rows, kTileRows, kTileRows};
+  for (int t = 0; t < 8; ++t) {
+    config.rows[t] = rows[t];
+    config.colsb[t] = rows[t] ? kTileBytes : 0;
+  }
+  _tile_loadconfig(&config);
+}
+
+// Accumulates rows [0, 16 * blocks) of `a` times two weight tiles' columns over all of K.
+template <int kBlocks>
+static inline void multiply(const at::BFloat16* a, int64_t k_total, const at::BFloat16* w0,
+                            const at::BFloat16* w1) {
+  _tile_zero(0);
+  _tile_zero(1);
+  if (kBlocks == 2) {
+    _tile_zero(2);
+    _tile_zero(3);
+  }
+  for (int64_t k = 0, tile = 0; k < k_total; k += 32, tile += kTileElements) {
+    _tile_loadd(4, a + k, k_total * 2);
+    _tile_loadd(6, w0 + tile, kTileBytes);
+    _tile_loadd(7, w1 + tile, kTileBytes);
+    _tile_dpbf16ps(0, 4, 6);
+    _tile_dpbf16ps(1, 4, 7);
+    if (kBlocks == 2) {
+      _tile_loadd(5, a + kTileRows * k_total + k, k_total * 2);
+      _tile_dpbf16ps(2, 5, 6);
+      _tile_dpbf16ps(3, 5, 7);
+    }
+  }
+}
+
+// Stores `rows` rows of the accumulators of `blocks` row blocks: 32 columns, or `columns` of
+// them through a scratch copy at the zero-padded last outputs.
+static inline void store(int blocks, int rows, float* out, int64_t n_total, int columns) {
+  float scratch[2 * kTileRows][32];
+  const bool whole = columns == 32;
+  float* dst = whole ? out : &scratch[0][0];
+  const int64_t stride = whole ? n_total : 32;
+  _tile_stored(0, dst, stride * 4);
+  _tile_stored(1, dst + 16, stride * 4);
+  if (blocks == 2) {
+    _tile_stored(2, dst + kTileRows * stride, stride * 4);
+    _tile_stored(3, dst + kTileRows * stride + 16, stride * 4);
+  }
+  if (whole) return;
+  for (int r = 0; r < rows; ++r) std::copy_n(scratch[r], columns, out + r * n_total);
+}
+
+torch::Tensor amx_matmul(torch::Tensor x, torch::Tensor packed, int64_t n_total) {
+  TORCH_CHECK(amx_permitted(), "the kernel may not use AMX tiles here");
+  TORCH_CHECK((x.dtype() == torch::kFloat32 || x.dtype() == torch::kBFloat16) && x.dim() == 2,
+              "x must be a 2-D float32 or bfloat16 tensor");
+  TORCH_CHECK(packed.dtype() == torch::kBFloat16 && packed.dim() == 5 && packed.is_contiguous(),
+              "packed must come from pack_amx_weight");
+  const int64_t rows = x.size(0), k_total = x.size(1), k_tiles = packed.size(1);
+  TORCH_CHECK(k_total == k_tiles * 32, "input width must match the weight's");
+  const int64_t column_blocks = packed.size(0) / 2;
+  TORCH_CHECK(n_total > (column_blocks - 1) * 32 && n_total <= column_blocks * 32);
+  const auto activations = x.to(torch::kBFloat16).contiguous();
+  auto out = torch::empty({rows, n_total}, x.options().dtype(torch::kFloat32));
+  const at::BFloat16* a = activations.data_ptr<at::BFloat16>();
+  const at::BFloat16* w = packed.data_ptr<at::BFloat16>();
+  float* o = out.data_ptr<float>();
+  at::parallel_for(0, column_blocks, 1, [&](int64_t begin, int64_t end) {
+    int configured = -1;  // rows of the tiles as configured: first + 16 * second
+    for (int64_t c = begin; c < end; ++c) {
+      const at::BFloat16* w0 = w + 2 * c * k_tiles * kTileElements;
+      const at::BFloat16* w1 = w0 + k_tiles * kTileElements;
+      const int columns = (int)std::min<int64_t>(32, n_total - c * 32);
+      for (int64_t r = 0; r < rows; r += 2 * kTileRows) {
+        const int first = (int)std::min<int64_t>(kTileRows, rows - r);
+        const int second = (int)std::clamp<int64_t>(rows - r - kTileRows, 0, kTileRows);
+        if (first + 16 * second != configured) {
+          configure(first, second);
+          configured = first + 16 * second;
+        }
+        if (second) {
+          multiply<2>(a + r * k_total, k_total, w0, w1);
+          store(2, kTileRows + second, o + r * n_total + c * 32, n_total, columns);
+        } else {
+          multiply<1>(a + r * k_total, k_total, w0, w1);
+          store(1, first, o + r * n_total + c * 32, n_total, columns);
+        }
+      }
+    }
+    _tile_release();
+  });
+  return x.dtype() == torch::kFloat32 ? out : out.to(x.dtype());
+}
+"""
+
+
+def load_cpu_amx_matmul() -> ModuleType | None:
+    """The compiled module (``amx_matmul(x, packed, out_features)``, ``amx_available()``), or
+    None where this machine cannot build it (no compiler, or a CPU without AMX)."""
+    module = load_cpu_extension("radixlm_cpu_amx_matmul", _SOURCE, ("amx_matmul", "amx_available"))
+    if module is None or not module.amx_available():
+        return None
+    return module
+
+
+def amx_supports(in_features: int) -> bool:
+    return in_features % K_BLOCK == 0
+
+
+def pack_amx_weight(weight: torch.Tensor) -> torch.Tensor:
+    """(out_features, in_features) float -> AMX weight tiles in bfloat16 (see the layouts)."""
+    out_features, in_features = weight.shape
+    assert amx_supports(in_features), in_features
+    padded_out = -(-out_features // N_BLOCK) * N_BLOCK
+    tiles = F.pad(weight.detach().to(torch.bfloat16), (0, 0, 0, padded_out - out_features))
+    # [out tile, 16 outputs, k tile, 16 input pairs, 2] -> [out tile, k tile, pair, output, 2]
+    tiles = tiles.view(padded_out // 16, 16, in_features // K_BLOCK, K_BLOCK // 2, 2)
+    return tiles.permute(0, 2, 3, 1, 4).contiguous()

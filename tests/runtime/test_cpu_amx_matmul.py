@@ -1,0 +1,65 @@
+"""The AMX bfloat16 matmul against a float64 product of the same bfloat16 operands: any row
+count (whole and partial row tiles), partial output blocks, either activation dtype, and the
+same bits for a row alone as in any batch. Skipped on CPUs without AMX."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from radixlm.kernels.cpu_amx_matmul import load_cpu_amx_matmul, pack_amx_weight
+from radixlm.runtime.layers import dense_cpu
+from radixlm.runtime.layers.linear import ColumnParallelLinear
+
+kernels = load_cpu_amx_matmul()
+pytestmark = pytest.mark.skipif(kernels is None, reason="no AMX tiles (or no compiler) here")
+
+
+def _operands(rows: int, out_features: int, in_features: int):
+    gen = torch.Generator().manual_seed(rows * 1000 + out_features)
+    return (
+        torch.randn(rows, in_features, generator=gen),
+        torch.randn(out_features, in_features, generator=gen) * 0.05,
+    )
+
+
+@pytest.mark.parametrize("rows", [1, 3, 16, 17, 31, 32, 33, 70])
+@pytest.mark.parametrize(("out_features", "in_features"), [(32, 32), (40, 64), (960, 576)])
+def test_matches_the_bf16_product_and_rows_are_batch_invariant(rows, out_features, in_features):
+    x, weight = _operands(rows, out_features, in_features)
+    packed = pack_amx_weight(weight)
+    out = kernels.amx_matmul(x, packed, out_features)
+    assert out.shape == (rows, out_features) and out.dtype == torch.float32
+    # bfloat16 products are exact; only the float32 sums round.
+    expected = x.bfloat16().double() @ weight.bfloat16().double().T
+    torch.testing.assert_close(out.double(), expected, rtol=1e-5, atol=1e-5 * in_features**0.5)
+    for row in range(rows):
+        alone = kernels.amx_matmul(x[row : row + 1], packed, out_features)
+        assert torch.equal(alone[0], out[row]), row
+    assert torch.equal(kernels.amx_matmul(x[1:], packed, out_features), out[1:])
+
+
+def test_bf16_activations_come_back_in_bf16():
+    x, weight = _operands(5, 64, 96)
+    packed = pack_amx_weight(weight)
+    out = kernels.amx_matmul(x.bfloat16(), packed, 64)
+    assert out.dtype == torch.bfloat16
+    assert torch.equal(out, kernels.amx_matmul(x.bfloat16().float(), packed, 64).bfloat16())
+
+
+def test_checks_the_input_width():
+    packed = pack_amx_weight(torch.randn(32, 64))
+    with pytest.raises(RuntimeError, match="input width"):
+        kernels.amx_matmul(torch.randn(2, 96), packed, 32)
+
+
+def test_bf16_linears_use_it():
+    with torch.device("cpu"):
+        layer = ColumnParallelLinear(64, [40]).to(torch.bfloat16)
+    weight = torch.randn(40, 64).bfloat16()
+    with torch.no_grad():
+        layer.weight.copy_(weight)
+    layer.prepack_for_cpu()
+    assert isinstance(layer.cpu_weight, dense_cpu.KernelCpuWeight)
+    x = torch.randn(3, 64, dtype=torch.bfloat16)
+    torch.testing.assert_close(layer(x), (x.float() @ weight.float().T).bfloat16())
