@@ -29,8 +29,10 @@ import torch
 import torch.nn.functional as F
 
 from radixlm.kernels.cpu_extension import load_cpu_extension
+from radixlm.kernels.cpu_simd import VEC_SOURCE
 
-_SOURCE = r"""
+_SOURCE = (
+    r"""
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <immintrin.h>
@@ -38,26 +40,14 @@ _SOURCE = r"""
 #if !defined(__AVX2__) || !defined(__FMA__)
 #error "the dense CPU matmul needs AVX2 and FMA"
 #endif
-
-// 16-wide vectors where the CPU has AVX-512 (twice the FMA width), else 8-wide. Each output is
-// the same FMA chain over k either way, so both give the same bits.
+"""
+    + VEC_SOURCE
+    + r"""
+// 16-wide vectors where the CPU has AVX-512 (twice the FMA width), else 8-wide (VEC_SOURCE).
+// Each output is the same FMA chain over k either way, so both give the same bits.
 #if defined(__AVX512F__)
-using Vec = __m512;
-constexpr int kLanes = 16;
-static inline Vec vzero() { return _mm512_setzero_ps(); }
-static inline Vec vload(const float* p) { return _mm512_loadu_ps(p); }
-static inline Vec vbroadcast(const float* p) { return _mm512_set1_ps(*p); }
-static inline Vec vfma(Vec a, Vec b, Vec c) { return _mm512_fmadd_ps(a, b, c); }
-static inline void vstore(float* p, Vec v) { _mm512_storeu_ps(p, v); }
 #define PIN_TO_REGISTER(v) asm("" : "+v"(v))
 #else
-using Vec = __m256;
-constexpr int kLanes = 8;
-static inline Vec vzero() { return _mm256_setzero_ps(); }
-static inline Vec vload(const float* p) { return _mm256_loadu_ps(p); }
-static inline Vec vbroadcast(const float* p) { return _mm256_broadcast_ss(p); }
-static inline Vec vfma(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, c); }
-static inline void vstore(float* p, Vec v) { _mm256_storeu_ps(p, v); }
 #define PIN_TO_REGISTER(v) asm("" : "+x"(v))
 #endif
 
@@ -85,7 +75,7 @@ static inline void tile(const float* __restrict x, int64_t k_total, const float*
     }
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
-      const Vec a = vbroadcast(x + r * k_total + k);
+      const Vec a = vbroadcast(x[r * k_total + k]);
 #pragma GCC unroll 8
       for (int v = 0; v < kVectors; ++v) acc[r][v] = vfma(a, w[v], acc[r][v]);
     }
@@ -147,6 +137,7 @@ torch::Tensor dense_matmul(torch::Tensor x, torch::Tensor packed, int64_t n_tota
   return out;
 }
 """
+)
 
 
 def load_cpu_dense_matmul() -> ModuleType | None:

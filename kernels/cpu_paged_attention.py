@@ -9,18 +9,19 @@ each K/V row where it lies and serves a whole batch, any mix of decode and prefi
 
 Work items are (sequence, up to 8 consecutive new tokens, every KV head), costliest first,
 handed out one at a time to torch's intra-op threads (causal items differ in cost by up to the
-sequence length); a batch with too few of them for the threads splits them per KV head. An
-item covers all its KV heads so that a slot's K (or V) row is read as one contiguous block,
-not as per-head slices scattered through the pool (decode at 32 sequences: 1.16-1.30x faster).
-It computes every query head of those KV heads, 64 keys at a time: their K (then V) rows are
-widened to float32 once into L2 and used by all of the item's query rows;
-eight keys' dot products run side by side (independent FMA chains, summed in one transpose);
-the softmax's exponentials are vectorized (std::exp is scalar: it was a fifth of the kernel's
-time). A query row's arithmetic depends only on its own query and keys, so a token gets the
-same bits alone or batched, and as a decode row or inside a prefill chunk. Built once per
-machine with torch's C++ extension loader (cached under ``~/.cache/torch_extensions``);
-``load_cpu_paged_attention`` returns None when no compiler is available, and callers keep the
-torch path.
+sequence length); a batch with too few of them for the threads splits them per KV head. Per
+KV head, each K row is read from the pool (bfloat16 widened in registers) once for all the
+item's query rows of that head (its group of query heads x its tokens): a row's score is one
+FMA chain per lane over the head's vectors, eight keys' lanes summed in one transpose. Each V
+row is likewise read once per chunk of up to 4 query rows, whose accumulators stay in
+registers. (The kernel before widened 64 K / V rows into an L2 buffer and re-read them per
+query row: 2.6x slower on decode, 32 sequences of 320 tokens.) The softmax's exponentials are
+vectorized (std::exp is scalar). A query row's arithmetic depends only on its own query and
+keys (probabilities past a row's last key are exact zeros), so a token gets the same bits alone
+or batched, and as a decode row or inside a prefill chunk. 16-wide vectors with AVX-512, else
+8. Built once per machine with torch's C++ extension loader (cached under
+``~/.cache/torch_extensions``); ``load_cpu_paged_attention`` returns None when no compiler is
+available, and callers keep the torch path.
 Reference: ``kernels.reference.paged_attention_reference``.
 
 Layouts:
@@ -29,7 +30,7 @@ Layouts:
   slots       (batch, max_len) int64: row b's first ``seq_lens[b]`` entries are its KV slots
   seq_lens    (batch,) int64; extend_lens (batch,) int64, 1 <= extend_lens[b] <= seq_lens[b]
   out         like q
-  head_dim a multiple of 8 (``supports_head_dim``); AVX2 and FMA, else the kernel fails to build
+  head_dim 16, 32, 64 or 128 (``supports_head_dim``); AVX2 and FMA, else the kernel fails to build
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from typing import Protocol
 import torch
 
 from radixlm.kernels.cpu_extension import load_cpu_extension
-from radixlm.kernels.cpu_simd import EXP8_SOURCE
+from radixlm.kernels.cpu_simd import EXP8_SOURCE, VEC_SOURCE
 
 _SOURCE = (
     r"""
@@ -55,15 +56,8 @@ _SOURCE = (
 #if !defined(__AVX2__) || !defined(__FMA__)
 #error "the CPU decode-attention kernel needs AVX2 and FMA"
 #endif
-
-// 8 floats of a K/V row, widened to float32 (bfloat16 is the upper half of a float32).
-static inline __m256 load8(const float* src) { return _mm256_loadu_ps(src); }
-static inline __m256 load8(const at::BFloat16* src) {
-  const __m128i bits = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src));
-  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(bits), 16));
-}
-
 """
+    + VEC_SOURCE
     + EXP8_SOURCE
     + r"""
 // Lane j of the result is the sum of the 8 lanes of v[j].
@@ -102,40 +96,7 @@ static inline float exp_in_place(float* s, int64_t n, float peak) {
   return sum;
 }
 
-// dst[0, 8N) += sum over t < n of p[t] * rows[t * stride + (0, 8N)], N vectors in registers.
-template <int N>
-static inline void add_weighted_rows(const float* rows, int64_t stride, const float* p, int64_t n,
-                                     float* dst) {
-  __m256 acc[N];
-  for (int i = 0; i < N; ++i) acc[i] = _mm256_loadu_ps(dst + i * 8);
-  for (int64_t t = 0; t < n; ++t) {
-    const __m256 weight = _mm256_set1_ps(p[t]);
-    for (int i = 0; i < N; ++i)
-      acc[i] = _mm256_fmadd_ps(weight, _mm256_loadu_ps(rows + t * stride + i * 8), acc[i]);
-  }
-  for (int i = 0; i < N; ++i) _mm256_storeu_ps(dst + i * 8, acc[i]);
-}
-
-// The same for `vecs` vectors: blocks of 8 in registers, then the rest.
-static void add_weighted_rows(const float* rows, int64_t stride, int64_t vecs, const float* p,
-                              int64_t n, float* dst) {
-  int64_t i = 0;
-  for (; i + 8 <= vecs; i += 8) add_weighted_rows<8>(rows + i * 8, stride, p, n, dst + i * 8);
-  rows += i * 8, dst += i * 8;
-  switch (vecs - i) {
-    case 0: break;
-    case 1: add_weighted_rows<1>(rows, stride, p, n, dst); break;
-    case 2: add_weighted_rows<2>(rows, stride, p, n, dst); break;
-    case 3: add_weighted_rows<3>(rows, stride, p, n, dst); break;
-    case 4: add_weighted_rows<4>(rows, stride, p, n, dst); break;
-    case 5: add_weighted_rows<5>(rows, stride, p, n, dst); break;
-    case 6: add_weighted_rows<6>(rows, stride, p, n, dst); break;
-    default: add_weighted_rows<7>(rows, stride, p, n, dst); break;
-  }
-}
-
-constexpr int64_t kPrefetch = 8;  // rows ahead
-constexpr int64_t kSegment = 64;  // tokens whose K or V rows are widened at a time (12-48 KB)
+constexpr int64_t kPrefetch = 8;  // keys ahead
 
 template <typename KV>
 static inline void prefetch_row(const KV* row, int64_t n) {
@@ -144,27 +105,137 @@ static inline void prefetch_row(const KV* row, int64_t n) {
     __builtin_prefetch(bytes + offset);
 }
 
+// One KV head's view of a work item: `rows` query rows (token-major, then the head's group),
+// each with its own row of q and of out, seeing keys [0, visible[r]) of `slots`.
+template <typename KV>
+struct HeadRows {
+  const KV* k;  // the head's first element in slot 0; slots are `stride` elements apart
+  const KV* v;
+  int64_t stride;
+  const int64_t* slots;
+  int64_t len;  // keys any row sees
+  int64_t rows;
+  const float* const* q;  // per row
+  const int64_t* visible;
+};
+
+// scores[r * padded + t] = scale * q_r . k_t for t < len, 8 keys at a time: each key is read
+// once for every row; a row's dot product is one FMA chain per lane over its V vectors,
+// summed across lanes in one fixed tree (sum_each). Rows past their visible keys get scores
+// that are never read.
+template <int V, typename KV>
+static void scores_of(const HeadRows<KV>& h, float scale, int64_t padded, float* scores,
+                      std::vector<__m256>& partial) {
+  partial.resize(h.rows * 8);
+  for (int64_t t0 = 0; t0 < h.len; t0 += 8) {
+    const int64_t m = std::min<int64_t>(8, h.len - t0);
+    for (int64_t j = 0; j < 8; ++j) {
+      if (j >= m) {
+        for (int64_t r = 0; r < h.rows; ++r) partial[r * 8 + j] = _mm256_setzero_ps();
+        continue;
+      }
+      const int64_t t = t0 + j;
+      if (t + kPrefetch < h.len) prefetch_row(h.k + h.slots[t + kPrefetch] * h.stride, V * kLanes);
+      const KV* row = h.k + h.slots[t] * h.stride;
+      Vec key[V];
+#pragma GCC unroll 16
+      for (int i = 0; i < V; ++i) key[i] = vload(row + i * kLanes);
+      for (int64_t r = 0; r < h.rows; ++r) {
+        const float* q = h.q[r];
+        Vec dot = vmul(vload(q), key[0]);
+#pragma GCC unroll 16
+        for (int i = 1; i < V; ++i) dot = vfma(vload(q + i * kLanes), key[i], dot);
+        partial[r * 8 + j] = fold(dot);
+      }
+    }
+    for (int64_t r = 0; r < h.rows; ++r)
+      _mm256_storeu_ps(scores + r * padded + t0,
+                       _mm256_mul_ps(sum_each(&partial[r * 8]), _mm256_set1_ps(scale)));
+  }
+}
+
+// out_r = sum over t < visible[r] of p_r[t] * v_t / total_r, for C rows from `first`: each
+// value row is read once for the C rows, C x V accumulators in registers. p_r[t] is zero past
+// visible[r] (added as exact zeros), so rows of one chunk share the key loop.
+template <int C, int V, typename KV>
+static void values_of(const HeadRows<KV>& h, int64_t first, const float* p, int64_t padded,
+                      const float* totals, float* const* out) {
+  Vec acc[C][V];
+#pragma GCC unroll 8
+  for (int c = 0; c < C; ++c)
+#pragma GCC unroll 16
+    for (int i = 0; i < V; ++i) acc[c][i] = vzero();
+  const int64_t len = h.visible[first + C - 1];  // rows are in token order
+  for (int64_t t = 0; t < len; ++t) {
+    if (t + kPrefetch < len) prefetch_row(h.v + h.slots[t + kPrefetch] * h.stride, V * kLanes);
+    const KV* row = h.v + h.slots[t] * h.stride;
+    Vec value[V];
+#pragma GCC unroll 16
+    for (int i = 0; i < V; ++i) value[i] = vload(row + i * kLanes);
+#pragma GCC unroll 8
+    for (int c = 0; c < C; ++c) {
+      const Vec weight = vbroadcast(p[(first + c) * padded + t]);
+#pragma GCC unroll 16
+      for (int i = 0; i < V; ++i) acc[c][i] = vfma(weight, value[i], acc[c][i]);
+    }
+  }
+  for (int c = 0; c < C; ++c) {
+    const Vec inverse = vbroadcast(1.f / totals[first + c]);
+    for (int i = 0; i < V; ++i) vstore(out[first + c] + i * kLanes, vmul(acc[c][i], inverse));
+  }
+}
+
+// values_of for n <= C rows (each count its own instantiation).
+template <int C, int V, typename KV>
+static void values_of_rows(int n, const HeadRows<KV>& h, int64_t first, const float* p,
+                           int64_t padded, const float* totals, float* const* out) {
+  if constexpr (C > 0) {
+    if (n == C) return values_of<C, V>(h, first, p, padded, totals, out);
+    values_of_rows<C - 1, V>(n, h, first, p, padded, totals, out);
+  }
+}
+
+// Rows per values_of call: C x V accumulators plus V value vectors within the registers.
+template <int V>
+constexpr int kChunkRows = std::clamp((kLanes == 16 ? 16 : 8) / V, 1, 4);
+
+template <int V, typename KV>
+static void attend(const HeadRows<KV>& h, float scale, std::vector<float>& scores,
+                   std::vector<__m256>& partial, std::vector<float>& totals, float* const* out) {
+  const int64_t padded = h.len + 8;  // room for a last 8-key store
+  scores.resize(h.rows * padded);
+  scores_of<V>(h, scale, padded, scores.data(), partial);
+  totals.resize(h.rows);
+  for (int64_t r = 0; r < h.rows; ++r) {  // softmax, kept unnormalised until the end
+    float* s = scores.data() + r * padded;
+    totals[r] = exp_in_place(s, h.visible[r], max_of(s, h.visible[r]));
+    std::fill(s + h.visible[r], s + h.len, 0.f);
+  }
+  constexpr int C = kChunkRows<V>;
+  for (int64_t r = 0; r < h.rows; r += C) {
+    const int n = (int)std::min<int64_t>(C, h.rows - r);
+    values_of_rows<C, V>(n, h, r, scores.data(), padded, totals.data(), out);
+  }
+}
+
 // One work item: the `num_tokens` new tokens from `first_token` of sequence `seq`, against KV
 // heads [first_head, end_head), with every query head of their groups.
 struct Item {
   int64_t seq, first_head, end_head, first_token, num_tokens, cost;
 };
 
-constexpr int64_t kTokensPerItem = 8;  // new tokens of one sequence that share widened rows
+constexpr int64_t kTokensPerItem = 8;  // new tokens of one sequence that share each K/V read
 
-template <typename KV>
+template <int V, typename KV>
 static void run(const float* q, const KV* k, const KV* v, const int64_t* slots,
                 const int64_t* seq_lens, const int64_t* extend_lens, float* out, int64_t batch,
                 int64_t num_heads, int64_t num_kv_heads, int64_t head_dim, int64_t max_len,
                 float scale) {
   const int64_t group = num_heads / num_kv_heads;
-  const int64_t row_stride = num_kv_heads * head_dim;  // elements between two KV slots
-  const int64_t vecs = head_dim / 8;
   std::vector<int64_t> q_start(batch);  // row of q holding sequence b's first new token
   int64_t chunks = 0;
   for (int64_t b = 0; b < batch; ++b) chunks += (extend_lens[b] + kTokensPerItem - 1) / kTokensPerItem;
-  // An item covers every KV head of its tokens, so a slot's K (or V) row is read as one
-  // contiguous block; with too few items for the threads, one KV head each instead.
+  // With too few items for the threads, one KV head each instead of all.
   const int64_t heads_per_item = chunks >= 4 * at::get_num_threads() ? num_kv_heads : 1;
   std::vector<Item> items;
   for (int64_t b = 0, row = 0; b < batch; row += extend_lens[b], ++b) {
@@ -182,85 +253,50 @@ static void run(const float* q, const KV* k, const KV* v, const int64_t* slots,
                    [](const Item& a, const Item& b) { return a.cost > b.cost; });
   std::atomic<int64_t> next{0};
   at::parallel_for(0, at::get_num_threads(), 1, [&](int64_t, int64_t) {
-    std::vector<float> scores, rows, acc;
+    std::vector<float> scores, totals;
+    std::vector<__m256> partial;
     std::vector<int64_t> visible;
-    std::vector<float> totals;
+    std::vector<const float*> q_rows;
+    std::vector<float*> out_rows;
     for (int64_t index = next++; index < static_cast<int64_t>(items.size()); index = next++) {
       const Item& item = items[index];
-      const int64_t b = item.seq, h0 = item.first_head;
-      const int64_t width = (item.end_head - h0) * head_dim;  // widened elements per token
+      const int64_t b = item.seq;
       const int64_t prefix = seq_lens[b] - extend_lens[b];
-      const int64_t len = prefix + item.first_token + item.num_tokens;  // keys any row sees
-      const int64_t padded_len = len + 8;  // room for a last 8-key store
-      // Row r: token r / token_rows; query head h0 * group + r % token_rows, whose KV head is
-      // h0 + (r % token_rows) / group.
-      const int64_t token_rows = (item.end_head - h0) * group;
-      const int64_t num_rows = item.num_tokens * token_rows;
-      const int64_t* seq_slots = slots + b * max_len;
-      auto q_row = [&](int64_t r) {
-        return q + ((q_start[b] + item.first_token + r / token_rows) * num_heads + h0 * group +
-                    r % token_rows) * head_dim;
-      };
-      auto head_offset = [&](int64_t r) { return (r % token_rows) / group * head_dim; };
-      visible.resize(num_rows);
-      for (int64_t r = 0; r < num_rows; ++r)
-        visible[r] = prefix + item.first_token + r / token_rows + 1;
-      rows.resize(kSegment * width);
-      // Tokens [t0, t0 + n) of `buffer`, the item's heads, as float32 into `rows`. Slots are
-      // scattered through the pool, so each token asks for the one kPrefetch tokens ahead.
-      auto widen = [&](const KV* buffer, int64_t t0, int64_t n) {
-        for (int64_t t = t0; t < t0 + n; ++t) {
-          if (t + kPrefetch < len)
-            prefetch_row(buffer + seq_slots[t + kPrefetch] * row_stride + h0 * head_dim, width);
-          const KV* src = buffer + seq_slots[t] * row_stride + h0 * head_dim;
-          float* dst = rows.data() + (t - t0) * width;
-          for (int64_t i = 0; i < width; i += 8) _mm256_storeu_ps(dst + i, load8(src + i));
+      const int64_t rows = item.num_tokens * group;
+      visible.resize(rows);
+      q_rows.resize(rows);
+      out_rows.resize(rows);
+      for (int64_t h = item.first_head; h < item.end_head; ++h) {
+        for (int64_t r = 0; r < rows; ++r) {
+          const int64_t token = q_start[b] + item.first_token + r / group;
+          const int64_t offset = (token * num_heads + h * group + r % group) * head_dim;
+          visible[r] = prefix + item.first_token + r / group + 1;
+          q_rows[r] = q + offset;
+          out_rows[r] = out + offset;
         }
-      };
-      scores.assign(num_rows * padded_len, 0.f);
-      for (int64_t t0 = 0; t0 < len; t0 += kSegment) {
-        const int64_t n = std::min(kSegment, len - t0);
-        widen(k, t0, n);
-        for (int64_t r = 0; r < num_rows; ++r) {
-          const int64_t m = std::min(n, visible[r] - t0);  // keys of this segment row r sees
-          const float* qr = q_row(r);
-          const float* keys = rows.data() + head_offset(r);
-          for (int64_t j0 = 0; j0 < m; j0 += 8) {  // 8 keys' dot products side by side
-            const float* row[8];
-            for (int j = 0; j < 8; ++j) row[j] = keys + std::min(j0 + j, n - 1) * width;
-            __m256 part[8];
-            for (int j = 0; j < 8; ++j) part[j] = _mm256_setzero_ps();
-            for (int64_t i = 0; i < vecs; ++i) {
-              const __m256 qv = _mm256_loadu_ps(qr + i * 8);
-              for (int j = 0; j < 8; ++j)
-                part[j] = _mm256_fmadd_ps(qv, _mm256_loadu_ps(row[j] + i * 8), part[j]);
-            }
-            // Lanes past m land on places rewritten later or never read (the padding).
-            _mm256_storeu_ps(scores.data() + r * padded_len + t0 + j0,
-                             _mm256_mul_ps(sum_each(part), _mm256_set1_ps(scale)));
-          }
-        }
-      }
-      totals.resize(num_rows);
-      for (int64_t r = 0; r < num_rows; ++r) {  // softmax, kept unnormalised until the end
-        float* s = scores.data() + r * padded_len;
-        totals[r] = exp_in_place(s, visible[r], max_of(s, visible[r]));
-      }
-      acc.assign(num_rows * head_dim, 0.f);
-      for (int64_t t0 = 0; t0 < len; t0 += kSegment) {
-        const int64_t n = std::min(kSegment, len - t0);
-        widen(v, t0, n);
-        for (int64_t r = 0; r < num_rows; ++r)
-          add_weighted_rows(rows.data() + head_offset(r), width, vecs,
-                            scores.data() + r * padded_len + t0, std::min(n, visible[r] - t0),
-                            acc.data() + r * head_dim);
-      }
-      for (int64_t r = 0; r < num_rows; ++r) {
-        float* o = out + (q_row(r) - q);
-        for (int64_t d = 0; d < head_dim; ++d) o[d] = acc[r * head_dim + d] / totals[r];
+        const HeadRows<KV> head{k + h * head_dim, v + h * head_dim, num_kv_heads * head_dim,
+                                slots + b * max_len, prefix + item.first_token + item.num_tokens,
+                                rows, q_rows.data(), visible.data()};
+        attend<V>(head, scale, scores, partial, totals, out_rows.data());
       }
     }
   });
+}
+
+template <typename KV>
+static void run_for_head_dim(const float* q, const KV* k, const KV* v, const int64_t* slots,
+                             const int64_t* seq_lens, const int64_t* extend_lens, float* out,
+                             int64_t batch, int64_t num_heads, int64_t num_kv_heads,
+                             int64_t head_dim, int64_t max_len, float scale) {
+  switch (head_dim / kLanes) {
+#define RUN_WITH(V)                                                                        \
+  case V:                                                                                  \
+    return run<V>(q, k, v, slots, seq_lens, extend_lens, out, batch, num_heads, num_kv_heads, \
+                  head_dim, max_len, scale);
+    RUN_WITH(1) RUN_WITH(2) RUN_WITH(4) RUN_WITH(8) RUN_WITH(16)
+#undef RUN_WITH
+  }
+  TORCH_CHECK(false, "head_dim must be 16, 32, 64 or 128");
 }
 
 torch::Tensor paged_attention(torch::Tensor q, torch::Tensor k_buffer, torch::Tensor v_buffer,
@@ -275,7 +311,8 @@ torch::Tensor paged_attention(torch::Tensor q, torch::Tensor k_buffer, torch::Te
   const int64_t batch = slots.size(0), num_heads = q.size(1), head_dim = q.size(2);
   const int64_t num_kv_heads = k_buffer.size(1);
   TORCH_CHECK(k_buffer.size(2) == head_dim && num_heads % num_kv_heads == 0);
-  TORCH_CHECK(head_dim % 8 == 0, "head_dim must be a multiple of 8");
+  TORCH_CHECK(head_dim == 16 || head_dim == 32 || head_dim == 64 || head_dim == 128,
+              "head_dim must be 16, 32, 64 or 128");
   TORCH_CHECK(seq_lens.size(0) == batch && extend_lens.size(0) == batch);
   const int64_t* lens = seq_lens.data_ptr<int64_t>();
   const int64_t* news = extend_lens.data_ptr<int64_t>();
@@ -287,15 +324,16 @@ torch::Tensor paged_attention(torch::Tensor q, torch::Tensor k_buffer, torch::Te
   TORCH_CHECK(q.size(0) == num_tokens, "q must hold every sequence's new tokens");
   auto out = torch::empty_like(q);
   if (k_buffer.dtype() == torch::kFloat32) {
-    run(q.data_ptr<float>(), k_buffer.data_ptr<float>(), v_buffer.data_ptr<float>(),
-        slots.data_ptr<int64_t>(), lens, news, out.data_ptr<float>(), batch, num_heads,
-        num_kv_heads, head_dim, slots.size(1), static_cast<float>(scale));
+    run_for_head_dim(q.data_ptr<float>(), k_buffer.data_ptr<float>(),
+                     v_buffer.data_ptr<float>(), slots.data_ptr<int64_t>(), lens, news,
+                     out.data_ptr<float>(), batch, num_heads, num_kv_heads, head_dim,
+                     slots.size(1), static_cast<float>(scale));
   } else {
     TORCH_CHECK(k_buffer.dtype() == torch::kBFloat16, "K/V must be float32 or bfloat16");
-    run(q.data_ptr<float>(), k_buffer.data_ptr<at::BFloat16>(),
-        v_buffer.data_ptr<at::BFloat16>(), slots.data_ptr<int64_t>(), lens, news,
-        out.data_ptr<float>(), batch, num_heads, num_kv_heads, head_dim, slots.size(1),
-        static_cast<float>(scale));
+    run_for_head_dim(q.data_ptr<float>(), k_buffer.data_ptr<at::BFloat16>(),
+                     v_buffer.data_ptr<at::BFloat16>(), slots.data_ptr<int64_t>(), lens, news,
+                     out.data_ptr<float>(), batch, num_heads, num_kv_heads, head_dim,
+                     slots.size(1), static_cast<float>(scale));
   }
   return out;
 }
@@ -317,7 +355,7 @@ class CpuPagedAttention(Protocol):
 
 
 def supports_head_dim(head_dim: int) -> bool:
-    return head_dim % 8 == 0
+    return head_dim in (16, 32, 64, 128)
 
 
 def load_cpu_paged_attention() -> CpuPagedAttention | None:

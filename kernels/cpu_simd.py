@@ -1,4 +1,43 @@
-"""AVX2 building blocks shared by the C++ CPU kernels (pasted into their sources)."""
+"""SIMD building blocks shared by the C++ CPU kernels (pasted into their sources, after
+torch/extension.h)."""
+
+# float32 vectors: 16 lanes where the CPU has AVX-512, else 8 (AVX2). bfloat16 is the upper half
+# of a float32, so its rows widen by a shift. fold() brings a vector to 8 lanes (adds halves).
+VEC_SOURCE = r"""
+#include <immintrin.h>
+
+#if defined(__AVX512F__)
+using Vec = __m512;
+constexpr int kLanes = 16;
+static inline Vec vload(const float* p) { return _mm512_loadu_ps(p); }
+static inline Vec vload(const at::BFloat16* p) {
+  const __m256i bits = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bits), 16));
+}
+static inline Vec vbroadcast(float x) { return _mm512_set1_ps(x); }
+static inline Vec vzero() { return _mm512_setzero_ps(); }
+static inline Vec vmul(Vec a, Vec b) { return _mm512_mul_ps(a, b); }
+static inline Vec vfma(Vec a, Vec b, Vec c) { return _mm512_fmadd_ps(a, b, c); }
+static inline void vstore(float* p, Vec v) { _mm512_storeu_ps(p, v); }
+static inline __m256 fold(Vec v) {
+  return _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
+}
+#else
+using Vec = __m256;
+constexpr int kLanes = 8;
+static inline Vec vload(const float* p) { return _mm256_loadu_ps(p); }
+static inline Vec vload(const at::BFloat16* p) {
+  const __m128i bits = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(bits), 16));
+}
+static inline Vec vbroadcast(float x) { return _mm256_set1_ps(x); }
+static inline Vec vzero() { return _mm256_setzero_ps(); }
+static inline Vec vmul(Vec a, Vec b) { return _mm256_mul_ps(a, b); }
+static inline Vec vfma(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, c); }
+static inline void vstore(float* p, Vec v) { _mm256_storeu_ps(p, v); }
+static inline __m256 fold(Vec v) { return v; }
+#endif
+"""
 
 EXP8_SOURCE = r"""
 #include <immintrin.h>

@@ -34,7 +34,10 @@ def _run(q, k_buffer, v_buffer, slots, seq_lens, extend_lens, scale):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize(("heads", "kv_heads", "head_dim"), [(9, 3, 64), (8, 8, 128), (28, 4, 64)])
+@pytest.mark.parametrize(
+    ("heads", "kv_heads", "head_dim"),
+    [(9, 3, 64), (8, 8, 128), (28, 4, 64), (4, 2, 16), (6, 1, 32)],
+)
 @pytest.mark.parametrize(
     ("seq_lens", "extend_lens"),
     [
@@ -86,5 +89,5 @@ def test_a_token_gets_the_same_bits_in_a_prefill_chunk_and_as_a_decode_row():
 
 def test_rejects_a_head_dim_it_cannot_vectorize():
     q, k_buffer, v_buffer, slots = _inputs(2, 1, 12, [4], [4], torch.float32)
-    with pytest.raises(RuntimeError, match="multiple of 8"):
+    with pytest.raises(RuntimeError, match="16, 32, 64 or 128"):
         _run(q, k_buffer, v_buffer, slots, [4], [4], 0.3)
