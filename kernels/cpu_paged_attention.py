@@ -96,7 +96,7 @@ static inline float exp_in_place(float* s, int64_t n, float peak) {
   return sum;
 }
 
-constexpr int64_t kPrefetch = 8;  // keys ahead
+constexpr int64_t kPrefetch = 16;  // keys ahead: 8 left DRAM bandwidth unused (14 vs 20 GB/s)
 
 template <typename KV>
 static inline void prefetch_row(const KV* row, int64_t n) {
