@@ -50,30 +50,35 @@ def quantized_cpu_supported(device: torch.device, in_features: int) -> bool:
 
 
 class QuantizedWeight:
-    """A (out_features, in_features) float weight, packed to blocks once."""
+    """A (out_features, in_features) float weight, quantized to blocks once: the blocks for the
+    kernel (passes of few rows) and a dense copy of their values for the rest."""
 
     def __init__(self, weight: torch.Tensor, quant_format: QuantFormat) -> None:
         self.quant_format = quant_format
         if quant_format == "q4_1":
-            self.qs, self.scales = pack_q4_1(weight)
-            dequantized = dequantize_q4_1(self.qs, self.scales)
+            qs, scales = pack_q4_1(weight)
+            dequantized = dequantize_q4_1(qs, scales)
         else:
-            self.qs, self.scales = pack_q8_0(weight)
-            dequantized = dequantize_q8_0(self.qs, self.scales)
+            qs, scales = pack_q8_0(weight)
+            dequantized = dequantize_q8_0(qs, scales)
         if native_bf16_matmul():
             dequantized = dequantized.to(torch.bfloat16)
         self.dense_copy = pack_cpu_weight(dequantized)
         self._kernels = load_cpu_quant_matmul() if KERNEL_MAX_ROWS else None
+        # The blocks themselves only where the kernel reads them.
+        self.blocks = (qs, scales) if self._kernels is not None else None
 
     def matmul(self, x: torch.Tensor) -> torch.Tensor:
         """``x @ W^T`` (2-D, float32)."""
-        if self._kernels is not None and x.shape[0] <= KERNEL_MAX_ROWS:
+        if self.blocks is not None and x.shape[0] <= KERNEL_MAX_ROWS:
             kernel = self._kernels.q4_1_matmul
             if self.quant_format == "q8_0":
                 kernel = self._kernels.q8_0_matmul
-            return kernel(x.contiguous(), self.qs, self.scales)
+            return kernel(x.contiguous(), *self.blocks)
         return self.dense_copy.matmul(x)
 
     def nbytes(self) -> int:
-        """Bytes a decode step reads (the quantized copy)."""
-        return self.qs.nbytes + self.scales.nbytes
+        """Bytes a decode step of one row reads (the blocks, or the dense copy)."""
+        if self.blocks is None:
+            return self.dense_copy.nbytes()
+        return sum(part.nbytes for part in self.blocks)
