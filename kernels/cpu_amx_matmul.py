@@ -36,6 +36,7 @@ _SOURCE = r"""
 #include <sys/syscall.h>
 #include <unistd.h>
 #include <algorithm>
+#include <utility>
 
 #if !defined(__AMX_TILE__) || !defined(__AMX_BF16__)
 #error "the AMX matmul needs AMX-TILE and AMX-BF16"
@@ -71,20 +72,22 @@ static void configure(int first_rows, int second_rows) {
   _tile_loadconfig(&config);
 }
 
-// Accumulates rows [0, 16 * blocks) of `a` times two weight tiles' columns over all of K.
-template <int kBlocks>
-static inline void multiply(const at::BFloat16* a, int64_t k_total, const at::BFloat16* w0,
-                            const at::BFloat16* w1) {
+// Accumulates rows [0, 16 * blocks) of `a` times column block c's two weight tiles over all
+// of K; `weights(c, k_tile, scratch)` gives the block's two tiles at k_tile.
+template <int kBlocks, typename Weights>
+static inline void multiply(const at::BFloat16* a, int64_t k_total, int64_t c,
+                            const Weights& weights, at::BFloat16* scratch) {
   _tile_zero(0);
   _tile_zero(1);
   if (kBlocks == 2) {
     _tile_zero(2);
     _tile_zero(3);
   }
-  for (int64_t k = 0, tile = 0; k < k_total; k += 32, tile += kTileElements) {
+  for (int64_t k = 0; k < k_total; k += 32) {
+    const auto [w0, w1] = weights(c, k / 32, scratch);
     _tile_loadd(4, a + k, k_total * 2);
-    _tile_loadd(6, w0 + tile, kTileBytes);
-    _tile_loadd(7, w1 + tile, kTileBytes);
+    _tile_loadd(6, w0, kTileBytes);
+    _tile_loadd(7, w1, kTileBytes);
     _tile_dpbf16ps(0, 4, 6);
     _tile_dpbf16ps(1, 4, 7);
     if (kBlocks == 2) {
@@ -112,26 +115,27 @@ static inline void store(int blocks, int rows, float* out, int64_t n_total, int 
   for (int r = 0; r < rows; ++r) std::copy_n(scratch[r], columns, out + r * n_total);
 }
 
-torch::Tensor amx_matmul(torch::Tensor x, torch::Tensor packed, int64_t n_total) {
+using TilePair = std::pair<const at::BFloat16*, const at::BFloat16*>;
+
+// out = x @ W^T for W of `column_blocks` blocks of 32 outputs and `k_tiles` tiles of 32 inputs;
+// `weights(c, k_tile, scratch)` gives a block's two weight tiles (scratch: 2 tiles of room).
+template <typename Weights>
+static torch::Tensor matmul(const torch::Tensor& x, int64_t n_total, int64_t column_blocks,
+                            int64_t k_tiles, const Weights& weights) {
   TORCH_CHECK(amx_permitted(), "the kernel may not use AMX tiles here");
   TORCH_CHECK((x.dtype() == torch::kFloat32 || x.dtype() == torch::kBFloat16) && x.dim() == 2,
               "x must be a 2-D float32 or bfloat16 tensor");
-  TORCH_CHECK(packed.dtype() == torch::kBFloat16 && packed.dim() == 5 && packed.is_contiguous(),
-              "packed must come from pack_amx_weight");
-  const int64_t rows = x.size(0), k_total = x.size(1), k_tiles = packed.size(1);
+  const int64_t rows = x.size(0), k_total = x.size(1);
   TORCH_CHECK(k_total == k_tiles * 32, "input width must match the weight's");
-  const int64_t column_blocks = packed.size(0) / 2;
   TORCH_CHECK(n_total > (column_blocks - 1) * 32 && n_total <= column_blocks * 32);
   const auto activations = x.to(torch::kBFloat16).contiguous();
   auto out = torch::empty({rows, n_total}, x.options().dtype(torch::kFloat32));
   const at::BFloat16* a = activations.data_ptr<at::BFloat16>();
-  const at::BFloat16* w = packed.data_ptr<at::BFloat16>();
   float* o = out.data_ptr<float>();
   at::parallel_for(0, column_blocks, 1, [&](int64_t begin, int64_t end) {
+    alignas(64) at::BFloat16 scratch[2 * kTileElements];
     int configured = -1;  // rows of the tiles as configured: first + 16 * second
     for (int64_t c = begin; c < end; ++c) {
-      const at::BFloat16* w0 = w + 2 * c * k_tiles * kTileElements;
-      const at::BFloat16* w1 = w0 + k_tiles * kTileElements;
       const int columns = (int)std::min<int64_t>(32, n_total - c * 32);
       for (int64_t r = 0; r < rows; r += 2 * kTileRows) {
         const int first = (int)std::min<int64_t>(kTileRows, rows - r);
@@ -141,10 +145,10 @@ torch::Tensor amx_matmul(torch::Tensor x, torch::Tensor packed, int64_t n_total)
           configured = first + 16 * second;
         }
         if (second) {
-          multiply<2>(a + r * k_total, k_total, w0, w1);
+          multiply<2>(a + r * k_total, k_total, c, weights, scratch);
           store(2, kTileRows + second, o + r * n_total + c * 32, n_total, columns);
         } else {
-          multiply<1>(a + r * k_total, k_total, w0, w1);
+          multiply<1>(a + r * k_total, k_total, c, weights, scratch);
           store(1, first, o + r * n_total + c * 32, n_total, columns);
         }
       }
@@ -153,13 +157,100 @@ torch::Tensor amx_matmul(torch::Tensor x, torch::Tensor packed, int64_t n_total)
   });
   return x.dtype() == torch::kFloat32 ? out : out.to(x.dtype());
 }
+
+torch::Tensor amx_matmul(torch::Tensor x, torch::Tensor packed, int64_t n_total) {
+  TORCH_CHECK(packed.dtype() == torch::kBFloat16 && packed.dim() == 5 && packed.is_contiguous(),
+              "packed must come from pack_amx_weight");
+  const int64_t k_tiles = packed.size(1);
+  const at::BFloat16* w = packed.data_ptr<at::BFloat16>();
+  return matmul(x, n_total, packed.size(0) / 2, k_tiles,
+                [&](int64_t c, int64_t k_tile, at::BFloat16*) {
+                  const at::BFloat16* w0 = w + (2 * c * k_tiles + k_tile) * kTileElements;
+                  return TilePair{w0, w0 + k_tiles * kTileElements};
+                });
+}
+
+// Q4_1 weight tiles: a tile row's 32 values as 4-bit q, byte i holding value i (low nibble)
+// and value i + 16; per tile the d then the m of its 16 outputs (fp16). Value e of a row
+// belongs to output e / 2, so output o's d and m fill lanes 2o and 2o + 1.
+struct Q4_1Tiles {
+  const uint8_t* q;    // (tiles, k_tiles, 16 rows, 16 bytes)
+  const at::Half* dm;  // (tiles, k_tiles, 2, 16)
+  int64_t k_tiles;
+
+  // Weight tile (t, k_tile) in bfloat16: fma(q, d, m), rounded to nearest even.
+  void dequantize(int64_t t, int64_t k_tile, at::BFloat16* dst) const {
+    const int64_t tile = t * k_tiles + k_tile;
+    const __m512i low_outputs =
+        _mm512_set_epi32(7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0);
+    const __m512i high_outputs = _mm512_add_epi32(low_outputs, _mm512_set1_epi32(8));
+    const auto* scales = reinterpret_cast<const __m256i*>(dm + tile * 32);
+    const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(scales));
+    const __m512 m = _mm512_cvtph_ps(_mm256_loadu_si256(scales + 1));
+    const __m512 d_low = _mm512_permutexvar_ps(low_outputs, d);
+    const __m512 d_high = _mm512_permutexvar_ps(high_outputs, d);
+    const __m512 m_low = _mm512_permutexvar_ps(low_outputs, m);
+    const __m512 m_high = _mm512_permutexvar_ps(high_outputs, m);
+    const __m128i nibble = _mm_set1_epi8(0x0F);
+    const uint8_t* rows = q + tile * kTileRows * 16;
+    for (int r = 0; r < kTileRows; ++r) {
+      const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(rows + r * 16));
+      const __m512 low = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(bytes, nibble)));
+      const __m512 high = _mm512_cvtepi32_ps(
+          _mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(bytes, 4), nibble)));
+      const __m512bh row = _mm512_cvtne2ps_pbh(_mm512_fmadd_ps(high, d_high, m_high),
+                                               _mm512_fmadd_ps(low, d_low, m_low));
+      _mm512_storeu_si512(dst + r * 32, (__m512i)row);
+    }
+  }
+};
+
+static Q4_1Tiles q4_1_tiles(const torch::Tensor& q, const torch::Tensor& dm) {
+  TORCH_CHECK(q.dtype() == torch::kUInt8 && q.dim() == 4 && q.is_contiguous() &&
+                  dm.dtype() == torch::kFloat16 && dm.dim() == 4 && dm.is_contiguous() &&
+                  q.size(0) % 2 == 0 && dm.size(0) == q.size(0) && dm.size(1) == q.size(1),
+              "q and dm must come from pack_amx_q4_1");
+  return {q.data_ptr<uint8_t>(), dm.data_ptr<at::Half>(), q.size(1)};
+}
+
+// Q4_1 tiles dequantized as the passes reach them (into L1): the same weights as
+// amx_q4_1_to_bf16 gives, so the same bits as amx_matmul on those.
+torch::Tensor amx_q4_1_matmul(torch::Tensor x, torch::Tensor q, torch::Tensor dm,
+                              int64_t n_total) {
+  const Q4_1Tiles tiles = q4_1_tiles(q, dm);
+  return matmul(x, n_total, q.size(0) / 2, tiles.k_tiles,
+                [&](int64_t c, int64_t k_tile, at::BFloat16* scratch) {
+                  tiles.dequantize(2 * c, k_tile, scratch);
+                  tiles.dequantize(2 * c + 1, k_tile, scratch + kTileElements);
+                  return TilePair{scratch, scratch + kTileElements};
+                });
+}
+
+// Every weight tile of Q4_1 tiles, dequantized: pack_amx_weight's layout.
+torch::Tensor amx_q4_1_to_bf16(torch::Tensor q, torch::Tensor dm) {
+  const Q4_1Tiles tiles = q4_1_tiles(q, dm);
+  auto out = torch::empty({q.size(0), q.size(1), kTileRows, 16, 2},
+                          q.options().dtype(torch::kBFloat16));
+  at::BFloat16* dst = out.data_ptr<at::BFloat16>();
+  at::parallel_for(0, q.size(0), 1, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t)
+      for (int64_t k_tile = 0; k_tile < tiles.k_tiles; ++k_tile)
+        tiles.dequantize(t, k_tile, dst + (t * tiles.k_tiles + k_tile) * kTileElements);
+  });
+  return out;
+}
 """
 
 
 def load_cpu_amx_matmul() -> ModuleType | None:
-    """The compiled module (``amx_matmul(x, packed, out_features)``, ``amx_available()``), or
-    None where this machine cannot build it (no compiler, or a CPU without AMX)."""
-    module = load_cpu_extension("radixlm_cpu_amx_matmul", _SOURCE, ("amx_matmul", "amx_available"))
+    """The compiled module (``amx_matmul(x, packed, out_features)``, ``amx_q4_1_matmul(x, q,
+    dm, out_features)``, ``amx_q4_1_to_bf16(q, dm)``, ``amx_available()``), or None where this
+    machine cannot build it (no compiler, or a CPU without AMX)."""
+    module = load_cpu_extension(
+        "radixlm_cpu_amx_matmul",
+        _SOURCE,
+        ("amx_matmul", "amx_q4_1_matmul", "amx_q4_1_to_bf16", "amx_available"),
+    )
     if module is None or not module.amx_available():
         return None
     return module
@@ -178,3 +269,24 @@ def pack_amx_weight(weight: torch.Tensor) -> torch.Tensor:
     # [out tile, 16 outputs, k tile, 16 input pairs, 2] -> [out tile, k tile, pair, output, 2]
     tiles = tiles.view(padded_out // 16, 16, in_features // K_BLOCK, K_BLOCK // 2, 2)
     return tiles.permute(0, 2, 3, 1, 4).contiguous()
+
+
+def pack_amx_q4_1(qs: torch.Tensor, dm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Q4_1 blocks (kernels/cpu_quant_matmul.py's layout) -> AMX Q4_1 tiles ``(q, dm)``: each
+    tile row's 32 values in 16 bytes (value i in the low nibble, i + 16 in the high one), then
+    per tile its 16 outputs' d and m. Outputs zero-padded to a multiple of 32 (d = m = 0)."""
+    out_features = qs.shape[0]
+    nibbles = qs.reshape(out_features, -1, 16)
+    values = torch.cat((nibbles & 0x0F, nibbles >> 4), dim=-1).reshape(out_features, -1)
+    in_features = values.shape[1]
+    assert amx_supports(in_features), in_features
+    padded_out = -(-out_features // N_BLOCK) * N_BLOCK
+    values = F.pad(values, (0, 0, 0, padded_out - out_features))
+    k_tiles = in_features // K_BLOCK
+    # [out tile, output, k tile, pair, 2] -> [out tile, k tile, pair (tile row), output, 2]
+    tiles = values.view(padded_out // 16, 16, k_tiles, K_BLOCK // 2, 2).permute(0, 2, 3, 1, 4)
+    rows = tiles.reshape(padded_out // 16, k_tiles, 16, 32)
+    q = (rows[..., :16] | (rows[..., 16:] << 4)).contiguous()
+    # (out, k tile, (d, m)) -> (out tile, k tile, (d, m), output)
+    scales = F.pad(dm, (0, 0, 0, 0, 0, padded_out - out_features))
+    return q, scales.view(padded_out // 16, 16, k_tiles, 2).permute(0, 2, 3, 1).contiguous()

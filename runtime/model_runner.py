@@ -21,7 +21,7 @@ from radixlm.runtime.forward_batch import ForwardBatch
 from radixlm.runtime.layers.dense_cpu import dense_cpu_supported, native_bf16_matmul
 from radixlm.runtime.layers.embedding import LMHead
 from radixlm.runtime.layers.linear import LinearBase
-from radixlm.runtime.layers.quantized_cpu import KERNEL_MAX_ROWS, quantized_cpu_supported
+from radixlm.runtime.layers.quantized_cpu import quantized_cpu_supported
 from radixlm.runtime.memory_pool import KVCache, KVSlotAllocator, ReqToTokenPool
 from radixlm.runtime.model_config import ModelConfig
 from radixlm.runtime.model_loader.resolve import ResolvedModel
@@ -97,7 +97,7 @@ def _start_cpu_kernel_builds(dtype: torch.dtype, quantization: str) -> list[thre
         loaders.append(load_cpu_layer_ops)
     if dtype == torch.float32:
         loaders.append(load_cpu_dense_matmul)
-    if quantization == "int4" and KERNEL_MAX_ROWS:
+    if quantization == "int4" and not native_bf16_matmul():
         loaders.append(load_cpu_quant_matmul)
     if native_bf16_matmul() and (dtype == torch.bfloat16 or quantization == "int4"):
         loaders.append(load_cpu_amx_matmul)

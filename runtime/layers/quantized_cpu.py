@@ -7,21 +7,26 @@ embedding from their dequantized float32 weights loses nothing: the blocks come 
 For other float checkpoints it is plain round-to-nearest quantization. Opt in with
 ``--quantization auto`` (Q4_1 checkpoints) or ``int4`` (any).
 
-Passes of a few rows (decode) run the compiled kernel, which also writes the activations as
-int8 blocks (two parts each: about bfloat16 precision). At prefill sizes a GEMM is faster
-(compute-bound), so a dense copy of the very same dequantized weights (dense_cpu.py) serves
-passes of many rows, in float32; a request's logits move by the activations' rounding when its
-batch crosses the row limit. CPUs with AMX tiles multiply a bfloat16 copy faster than the
-kernel from two rows on, so there every pass takes that copy. Without a compiler (or AVX2)
-every pass takes the dense copy.
-"""
+Passes of a few rows (decode) run a kernel on the 4-bit blocks; passes of many rows a dense
+copy of the same weights (a GEMM is faster there, compute-bound). Two regimes:
 
-from __future__ import annotations
+- AVX2 CPUs: the kernel writes the activations as int8 blocks (two parts each: about bfloat16
+  precision), the copy is float32; a request's logits move by that rounding when its batch
+  crosses the row limit.
+- CPUs with AMX tiles: the Q4_1 kernel dequantizes each weight tile to bfloat16 as the pass
+  reaches it (kernels/cpu_amx_matmul.py), and the copy holds the very same bfloat16 values on
+  the same AMX kernel, so both give the same bits and a row's result never depends on its
+  batch: batching and jump-forward leave greedy outputs unchanged. The Q8_0 LM head runs its
+  bfloat16 copy at every size.
+
+Without a compiler (or AVX2) every pass takes the dense copy.
+"""
 
 from typing import Literal
 
 import torch
 
+from radixlm.kernels.cpu_amx_matmul import amx_supports, load_cpu_amx_matmul, pack_amx_q4_1
 from radixlm.kernels.cpu_quant_matmul import (
     BLOCK,
     dequantize_q4_1,
@@ -30,17 +35,23 @@ from radixlm.kernels.cpu_quant_matmul import (
     pack_q4_1,
     pack_q8_0,
 )
-from radixlm.runtime.layers.dense_cpu import native_bf16_matmul, pack_cpu_weight
+from radixlm.runtime.layers.dense_cpu import (
+    CpuWeight,
+    KernelCpuWeight,
+    native_bf16_matmul,
+    pack_cpu_weight,
+)
 
 QuantFormat = Literal["q4_1", "q8_0"]
 # Passes with more rows than this use the dense copy. Whole decode steps of the default model
 # (bench_decode_step.time_decode_steps, context 256-320), kernel vs dense copy: AMD EPYC (AVX2,
 # float32 copy on kernels/cpu_dense_matmul.py, interleaved) 2 rows 15.2 vs 27.2 ms, 4 rows 23.6
-# vs 26.5, 6 rows 34.4 vs 35.2, 8 rows 40.2 vs 36.0. On CPUs with AMX every pass takes the
-# bfloat16 copy on our AMX kernel (Intel Xeon, median of 20 steps: 1 row 13.5 vs 11.5 ms, 2 rows
-# 14.7 vs 15.3), so a row's result never depends on its batch: batching and jump-forward leave
-# greedy outputs unchanged.
-KERNEL_MAX_ROWS = 0 if native_bf16_matmul() else 6
+# vs 26.5, 6 rows 34.4 vs 35.2, 8 rows 40.2 vs 36.0.
+KERNEL_MAX_ROWS = 6
+# The same on AMX: the layers' four matmuls x 30 (Intel Xeon, best of 3): 1 row 7.2 vs 8.7 ms,
+# 8 rows 6.9 vs 8.0, 32 rows 8.9 vs 11.2, 64 rows 16.1 vs 15.2 (the kernel dequantizes a tile
+# once per 32 rows).
+AMX_KERNEL_MAX_ROWS = 32
 
 
 def quantized_cpu_supported(device: torch.device, in_features: int) -> bool:
@@ -50,35 +61,47 @@ def quantized_cpu_supported(device: torch.device, in_features: int) -> bool:
 
 
 class QuantizedWeight:
-    """A (out_features, in_features) float weight, quantized to blocks once: the blocks for the
-    kernel (passes of few rows) and a dense copy of their values for the rest."""
+    """A (out_features, in_features) float weight, quantized to blocks once: the blocks for a
+    kernel that serves passes of up to ``max_kernel_rows`` rows, and a dense copy of their
+    values for the rest."""
 
     def __init__(self, weight: torch.Tensor, quant_format: QuantFormat) -> None:
-        self.quant_format = quant_format
+        out_features, in_features = weight.shape
         if quant_format == "q4_1":
             qs, scales = pack_q4_1(weight)
             dequantized = dequantize_q4_1(qs, scales)
         else:
             qs, scales = pack_q8_0(weight)
             dequantized = dequantize_q8_0(qs, scales)
+        self.blocks: tuple[torch.Tensor, ...] = ()
+        self.max_kernel_rows = 0
         if native_bf16_matmul():
-            dequantized = dequantized.to(torch.bfloat16)
+            amx = load_cpu_amx_matmul() if amx_supports(in_features) else None
+            if amx is not None and quant_format == "q4_1":
+                self.blocks = pack_amx_q4_1(qs, scales)
+                self._kernel = lambda x, q, dm: amx.amx_q4_1_matmul(x, q, dm, out_features)
+                self.max_kernel_rows = AMX_KERNEL_MAX_ROWS
+                # The kernel's own dequantization: the copy's weights are the kernel's bits.
+                tiles = amx.amx_q4_1_to_bf16(*self.blocks)
+                self.dense_copy: CpuWeight = KernelCpuWeight(tiles, out_features, amx.amx_matmul)
+                return
+            self.dense_copy = pack_cpu_weight(dequantized.to(torch.bfloat16))
+            return
         self.dense_copy = pack_cpu_weight(dequantized)
-        self._kernels = load_cpu_quant_matmul() if KERNEL_MAX_ROWS else None
-        # The blocks themselves only where the kernel reads them.
-        self.blocks = (qs, scales) if self._kernels is not None else None
+        kernels = load_cpu_quant_matmul()
+        if kernels is not None:
+            self.blocks = (qs, scales)
+            self._kernel = kernels.q4_1_matmul if quant_format == "q4_1" else kernels.q8_0_matmul
+            self.max_kernel_rows = KERNEL_MAX_ROWS
 
     def matmul(self, x: torch.Tensor) -> torch.Tensor:
         """``x @ W^T`` (2-D, float32)."""
-        if self.blocks is not None and x.shape[0] <= KERNEL_MAX_ROWS:
-            kernel = self._kernels.q4_1_matmul
-            if self.quant_format == "q8_0":
-                kernel = self._kernels.q8_0_matmul
-            return kernel(x.contiguous(), *self.blocks)
+        if x.shape[0] <= self.max_kernel_rows:
+            return self._kernel(x.contiguous(), *self.blocks)
         return self.dense_copy.matmul(x)
 
     def nbytes(self) -> int:
         """Bytes a decode step of one row reads (the blocks, or the dense copy)."""
-        if self.blocks is None:
+        if not self.blocks:
             return self.dense_copy.nbytes()
         return sum(part.nbytes for part in self.blocks)

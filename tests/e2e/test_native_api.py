@@ -97,10 +97,11 @@ def test_concurrent_greedy_requests_match_solo_outputs(default_server):
 
 
 def test_int4_concurrent_greedy_requests_stay_close_to_solo(int4_server):
-    """int4 mode runs passes over KERNEL_MAX_ROWS rows on a float32 dense copy of the same
-    weights instead of int8 activation blocks, so a near-tie may flip a token, and the outputs
+    """int4 mode runs passes of many rows on a float32 dense copy of the same weights instead
+    of int8 activation blocks, so a near-tie may flip a token, and the outputs
     part there. A batching bug (wrong KV rows, mixed-up positions) would change outputs from the
-    start, and not at near-ties. On CPUs with AMX every pass takes one bfloat16 copy: equal."""
+    start, and not at near-ties. On CPUs with AMX both paths use the same bfloat16 weights on
+    AMX tiles: equal."""
     solo, together = _solo_and_concurrent(int4_server)
     if native_bf16_matmul():
         assert [r["output_ids"] for r in together[:6]] == [r["output_ids"] for r in solo]

@@ -1,13 +1,15 @@
 """The AMX bfloat16 matmul against a float64 product of the same bfloat16 operands: any row
 count (whole and partial row tiles), partial output blocks, either activation dtype, and the
-same bits for a row alone as in any batch. Skipped on CPUs without AMX."""
+same bits for a row alone as in any batch; its Q4_1 form (tiles dequantized on the way)
+equals it on the dequantized tiles, bit for bit. Skipped on CPUs without AMX."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from radixlm.kernels.cpu_amx_matmul import load_cpu_amx_matmul, pack_amx_weight
+from radixlm.kernels.cpu_amx_matmul import load_cpu_amx_matmul, pack_amx_q4_1, pack_amx_weight
+from radixlm.kernels.cpu_quant_matmul import dequantize_q4_1, pack_q4_1
 from radixlm.runtime.layers import dense_cpu
 from radixlm.runtime.layers.linear import ColumnParallelLinear
 
@@ -63,3 +65,31 @@ def test_bf16_linears_use_it():
     assert isinstance(layer.cpu_weight, dense_cpu.KernelCpuWeight)
     x = torch.randn(3, 64, dtype=torch.bfloat16)
     torch.testing.assert_close(layer(x), (x.float() @ weight.float().T).bfloat16())
+
+
+def _q4_1_operands(out_features: int, in_features: int):
+    weight = torch.randn(out_features, in_features, generator=torch.Generator().manual_seed(7))
+    qs, dm = pack_q4_1(weight * 0.05)
+    return qs, dm, dequantize_q4_1(qs, dm)
+
+
+@pytest.mark.parametrize(("out_features", "in_features"), [(32, 32), (40, 64), (960, 576)])
+def test_q4_1_tiles_dequantize_to_the_blocks_values(out_features, in_features):
+    qs, dm, dequantized = _q4_1_operands(out_features, in_features)
+    tiles = kernels.amx_q4_1_to_bf16(*pack_amx_q4_1(qs, dm))
+    expected = pack_amx_weight(dequantized)
+    assert tiles.shape == expected.shape
+    # fma(q, d, m) rounds once where d * q + m in float32 rounds twice: within a bf16 step.
+    torch.testing.assert_close(tiles.float(), expected.float(), rtol=2**-7, atol=1e-6)
+
+
+@pytest.mark.parametrize("rows", [1, 2, 17, 33, 64])
+@pytest.mark.parametrize(("out_features", "in_features"), [(40, 64), (960, 576)])
+def test_q4_1_matmul_equals_the_bf16_copy_bit_for_bit(rows, out_features, in_features):
+    qs, dm, _ = _q4_1_operands(out_features, in_features)
+    q, scales = pack_amx_q4_1(qs, dm)
+    x = torch.randn(rows, in_features, generator=torch.Generator().manual_seed(rows))
+    fused = kernels.amx_q4_1_matmul(x, q, scales, out_features)
+    copy = kernels.amx_matmul(x, kernels.amx_q4_1_to_bf16(q, scales), out_features)
+    assert fused.shape == (rows, out_features)
+    assert torch.equal(fused, copy)

@@ -108,19 +108,21 @@ def test_kernel_checks_shapes():
 
 
 def test_big_passes_use_the_same_weights_in_a_dense_copy():
-    """Rows beyond KERNEL_MAX_ROWS go through a dense copy of the very same weights: float32,
+    """Rows beyond the kernel's limit go through a dense copy of the very same weights: float32,
     where the kernel's two-part int8 activations differ by about bfloat16 precision; on CPUs
-    with AMX every row takes a bfloat16 copy, the same bits alone or batched."""
+    with AMX a bfloat16 copy of the kernel's own dequantized tiles: the same bits alone or
+    batched."""
     _, _, _, weight = q4_1_weight(960, 576, seed=5)
     linear = ColumnParallelLinear(576, [960])
     linear.weight.copy_(weight)
     linear.quantize_for_cpu("q4_1")
-    x = torch.randn(KERNEL_MAX_ROWS + 16, 576, generator=torch.Generator().manual_seed(6))
+    rows = linear.cpu_weight.max_kernel_rows + 16
+    x = torch.randn(rows, 576, generator=torch.Generator().manual_seed(6))
     big = linear(x)
-    assert KERNEL_MAX_ROWS < len(x) and big.dtype == torch.float32
+    assert big.dtype == torch.float32
     if native_bf16_matmul():
         bf16 = x.bfloat16().float() @ weight.bfloat16().float().T
-        torch.testing.assert_close(big, bf16, rtol=2**-7, atol=1e-3)
+        torch.testing.assert_close(big, bf16, rtol=2**-7, atol=2e-3)
     else:
         torch.testing.assert_close(big, x @ weight.T, rtol=1e-5, atol=1e-5)
     alone = torch.cat([linear(row) for row in x.split(1)])
@@ -181,7 +183,7 @@ def test_default_model_runs_int4_and_agrees_with_float32(
 ):
     assert default_model.source_weight_types == ("Q4_1",)
     assert int4_runner.quantization == "int4"
-    # The prefill has more rows than KERNEL_MAX_ROWS (dense copy), the decode steps one.
+    # The prefill has more rows than the kernel takes (dense copy), the decode steps one.
     # Natural text: on random ids the next-token distributions are flat, so near-ties flip
     # under any rounding; natural text measures what a user sees.
     from tokenizers import Tokenizer
