@@ -48,9 +48,9 @@ QuantFormat = Literal["q4_1", "q8_0"]
 # float32 copy on kernels/cpu_dense_matmul.py, interleaved) 2 rows 15.2 vs 27.2 ms, 4 rows 23.6
 # vs 26.5, 6 rows 34.4 vs 35.2, 8 rows 40.2 vs 36.0.
 KERNEL_MAX_ROWS = 6
-# The same on AMX: the layers' four matmuls x 30 (Intel Xeon, best of 3): 1 row 7.2 vs 8.7 ms,
-# 8 rows 6.9 vs 8.0, 32 rows 8.9 vs 11.2, 64 rows 16.1 vs 15.2 (the kernel dequantizes a tile
-# once per 32 rows).
+# The same on AMX (benchmarks/bench_amx_q4_1.py: the layers' four matmuls x 30, Intel Xeon,
+# best of 3): 1 row 7.2 vs 8.7 ms, 8 rows 6.9 vs 8.0, 32 rows 8.9 vs 11.2, 64 rows 16.1 vs
+# 15.2 (the kernel dequantizes a tile once per 32 rows).
 AMX_KERNEL_MAX_ROWS = 32
 
 
