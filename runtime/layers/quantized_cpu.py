@@ -22,6 +22,8 @@ copy of the same weights (a GEMM is faster there, compute-bound). Two regimes:
 Without a compiler (or AVX2) every pass takes the dense copy.
 """
 
+from __future__ import annotations
+
 from typing import Literal
 
 import torch
@@ -66,7 +68,6 @@ class QuantizedWeight:
     values for the rest."""
 
     def __init__(self, weight: torch.Tensor, quant_format: QuantFormat) -> None:
-        out_features, in_features = weight.shape
         if quant_format == "q4_1":
             qs, scales = pack_q4_1(weight)
             dequantized = dequantize_q4_1(qs, scales)
@@ -74,25 +75,35 @@ class QuantizedWeight:
             qs, scales = pack_q8_0(weight)
             dequantized = dequantize_q8_0(qs, scales)
         self.blocks: tuple[torch.Tensor, ...] = ()
-        self.max_kernel_rows = 0
+        self.max_kernel_rows = 0  # no kernel: every pass takes the dense copy
         if native_bf16_matmul():
-            amx = load_cpu_amx_matmul() if amx_supports(in_features) else None
-            if amx is not None and quant_format == "q4_1":
-                self.blocks = pack_amx_q4_1(qs, scales)
-                self._kernel = lambda x, q, dm: amx.amx_q4_1_matmul(x, q, dm, out_features)
-                self.max_kernel_rows = AMX_KERNEL_MAX_ROWS
-                # The kernel's own dequantization: the copy's weights are the kernel's bits.
-                tiles = amx.amx_q4_1_to_bf16(*self.blocks)
-                self.dense_copy: CpuWeight = KernelCpuWeight(tiles, out_features, amx.amx_matmul)
-                return
-            self.dense_copy = pack_cpu_weight(dequantized.to(torch.bfloat16))
+            self._use_amx(qs, scales, dequantized, quant_format)
             return
-        self.dense_copy = pack_cpu_weight(dequantized)
+        self.dense_copy: CpuWeight = pack_cpu_weight(dequantized)
         kernels = load_cpu_quant_matmul()
         if kernels is not None:
             self.blocks = (qs, scales)
             self._kernel = kernels.q4_1_matmul if quant_format == "q4_1" else kernels.q8_0_matmul
             self.max_kernel_rows = KERNEL_MAX_ROWS
+
+    def _use_amx(
+        self,
+        qs: torch.Tensor,
+        scales: torch.Tensor,
+        dequantized: torch.Tensor,
+        quant_format: QuantFormat,
+    ) -> None:
+        out_features, in_features = dequantized.shape
+        amx = load_cpu_amx_matmul() if amx_supports(in_features) else None
+        if amx is None or quant_format != "q4_1":
+            self.dense_copy = pack_cpu_weight(dequantized.to(torch.bfloat16))
+            return
+        self.blocks = pack_amx_q4_1(qs, scales)
+        self._kernel = lambda x, q, dm: amx.amx_q4_1_matmul(x, q, dm, out_features)
+        self.max_kernel_rows = AMX_KERNEL_MAX_ROWS
+        # The kernel's own dequantization, so that the copy's weights are the kernel's bits.
+        tiles = amx.amx_q4_1_to_bf16(*self.blocks)
+        self.dense_copy = KernelCpuWeight(tiles, out_features, amx.amx_matmul)
 
     def matmul(self, x: torch.Tensor) -> torch.Tensor:
         """``x @ W^T`` (2-D, float32)."""
