@@ -21,8 +21,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from radixlm.kernels.cpu_amx_matmul import load_cpu_amx_matmul, pack_amx_weight
-from radixlm.kernels.cpu_dense_matmul import load_cpu_dense_matmul, pack_dense_weight
+from radixlm.runtime.layers.dense_cpu import KernelCpuWeight, pack_cpu_weight
 
 # SmolLM2-135M: fused q/k/v, o_proj, fused gate/up, down_proj, the LM head.
 SHAPES = {"qkv": (576, 960), "o": (576, 576), "gate_up": (576, 3072), "down": (1536, 576),
@@ -63,17 +62,12 @@ def main() -> None:
 
 
 def our_matmul(weight: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Our kernel for the weight's dtype, on the weight packed once."""
-    out_features = weight.shape[0]
-    if weight.dtype == torch.float32:
-        dense = load_cpu_dense_matmul()
-        assert dense is not None, "the kernel needs a C++ compiler and AVX2 + FMA"
-        packed = pack_dense_weight(weight)
-        return lambda x: dense.dense_matmul(x, packed, out_features)
-    amx = load_cpu_amx_matmul()
-    assert amx is not None, "the bfloat16 kernel needs a CPU with AMX tiles"
-    packed = pack_amx_weight(weight)
-    return lambda x: amx.amx_matmul(x, packed, out_features)
+    """Our kernel for the weight's dtype (what the linears run), on the weight packed once."""
+    packed = pack_cpu_weight(weight)
+    assert isinstance(packed, KernelCpuWeight), (
+        "our kernel does not build here (float32: a C++ compiler and AVX2; bf16: AMX tiles)"
+    )
+    return packed.matmul
 
 
 def best_rates(x: torch.Tensor, weight: torch.Tensor, rounds: int):

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from radixlm.kernels.cpu_extension import load_cpu_extension
+from radixlm.kernels.cpu_quant_matmul import q4_1_values
 
 K_BLOCK = 32  # inputs per tile
 N_BLOCK = 32  # outputs per pass over K (two weight tiles)
@@ -283,9 +284,8 @@ def pack_amx_q4_1(qs: torch.Tensor, dm: torch.Tensor) -> tuple[torch.Tensor, tor
     """Q4_1 blocks (kernels/cpu_quant_matmul.py's layout) -> AMX Q4_1 tiles ``(q, dm)``: each
     tile row's 32 values in 16 bytes (value i in the low nibble, i + 16 in the high one), then
     per tile its 16 outputs' d and m. Outputs zero-padded to a multiple of 32 (d = m = 0)."""
-    out_features = qs.shape[0]
-    nibbles = qs.reshape(out_features, -1, 16)
-    values = torch.cat((nibbles & 0x0F, nibbles >> 4), dim=-1).reshape(out_features, -1)
+    values = q4_1_values(qs)
+    out_features = values.shape[0]
     in_features = values.shape[1]
     assert amx_supports(in_features), in_features
     padded_out = -(-out_features // N_BLOCK) * N_BLOCK

@@ -262,9 +262,14 @@ def pack_q8_0(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return q.reshape(weight.shape).contiguous(), d.contiguous()
 
 
-def dequantize_q4_1(qs: torch.Tensor, dm: torch.Tensor) -> torch.Tensor:
+def q4_1_values(qs: torch.Tensor) -> torch.Tensor:
+    """The 4-bit q of Q4_1 blocks, (N, K) uint8 in 0..15 (blocks unpacked in order)."""
     nibbles = qs.reshape(qs.shape[0], -1, BLOCK // 2)
-    q = torch.cat((nibbles & 0x0F, nibbles >> 4), dim=-1).float()
+    return torch.cat((nibbles & 0x0F, nibbles >> 4), dim=-1).reshape(qs.shape[0], -1)
+
+
+def dequantize_q4_1(qs: torch.Tensor, dm: torch.Tensor) -> torch.Tensor:
+    q = q4_1_values(qs).float().reshape(qs.shape[0], -1, BLOCK)
     d, m = dm.float().unbind(dim=-1)
     return (q * d[..., None] + m[..., None]).reshape(qs.shape[0], -1)
 
