@@ -11,6 +11,11 @@ A tile computes each output from its own activation row and weight column in a f
 over K, and partial row blocks configure shorter tiles instead of padding: a row gets the same
 bits alone or in any batch. Products are exact (bfloat16 x bfloat16) and summed in float32.
 
+The ``_silu`` variants finish each 32-output block with SwiGLU's silu(gate) * up on its
+gates and ups (``interleave_gate_up``), so a fused gate/up projection writes the MLP's hidden
+activations directly: never the (rows, 2 * I) projection, nor the pass over it that the
+separate ``silu_and_mul`` makes.
+
 ``amx_q4_1_matmul`` reads 4-bit Q4_1 tiles instead (``pack_amx_q4_1``) and dequantizes each
 weight tile to bfloat16 (``fma(q, d, m)``, rounded to nearest even) into L1 just before its
 tile loads: a quarter of the weight bytes for decode passes, whose bf16 weights stream from
@@ -34,11 +39,13 @@ import torch.nn.functional as F
 
 from radixlm.kernels.cpu_extension import load_cpu_extension
 from radixlm.kernels.cpu_quant_matmul import q4_1_values
+from radixlm.kernels.cpu_simd import EXP8_SOURCE
 
 K_BLOCK = 32  # inputs per tile
 N_BLOCK = 32  # outputs per pass over K (two weight tiles)
 
-_SOURCE = r"""
+_SOURCE = (
+    r"""
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <immintrin.h>
@@ -50,6 +57,9 @@ _SOURCE = r"""
 #if !defined(__AMX_TILE__) || !defined(__AMX_BF16__)
 #error "the AMX matmul needs AMX-TILE and AMX-BF16"
 #endif
+"""
+    + EXP8_SOURCE
+    + r"""
 
 constexpr int kTileRows = 16, kTileBytes = 64;  // 16 floats, or 32 bfloat16
 constexpr int64_t kTileElements = kTileRows * kTileBytes / 2;  // bfloat16 per weight tile
@@ -124,11 +134,28 @@ static inline void store(int blocks, int rows, float* out, int64_t n_total, int 
   for (int r = 0; r < rows; ++r) std::copy_n(scratch[r], columns, out + r * n_total);
 }
 
+// SwiGLU epilogue: a column block's first 16 outputs are gates, its last 16 the matching ups
+// (pack_amx_weight(interleave_gate_up(w))); stores silu(gate) * up of `rows` rows, 16 columns.
+static inline void store_silu_mul(int blocks, int rows, float* out, int64_t n_out) {
+  alignas(64) float scratch[2 * kTileRows][32];
+  _tile_stored(0, &scratch[0][0], 32 * 4);
+  _tile_stored(1, &scratch[0][16], 32 * 4);
+  if (blocks == 2) {
+    _tile_stored(2, &scratch[kTileRows][0], 32 * 4);
+    _tile_stored(3, &scratch[kTileRows][16], 32 * 4);
+  }
+  for (int r = 0; r < rows; ++r)
+    for (int j = 0; j < 16; j += 8)
+      _mm256_storeu_ps(out + r * n_out + j, silu_mul8(_mm256_load_ps(&scratch[r][j]),
+                                                       _mm256_load_ps(&scratch[r][16 + j])));
+}
+
 using TilePair = std::pair<const at::BFloat16*, const at::BFloat16*>;
 
 // out = x @ W^T for W of `column_blocks` blocks of 32 outputs and `k_tiles` tiles of 32 inputs;
 // `weights(c, k_tile, scratch)` gives a block's two weight tiles (scratch: 2 tiles of room).
-template <typename Weights>
+// kSiluMul: W holds interleaved gates and ups, and out (rows, n_total / 2) their silu(g) * up.
+template <bool kSiluMul = false, typename Weights>
 static torch::Tensor matmul(const torch::Tensor& x, int64_t n_total, int64_t column_blocks,
                             int64_t k_tiles, const Weights& weights) {
   TORCH_CHECK(amx_permitted(), "the kernel may not use AMX tiles here");
@@ -137,8 +164,10 @@ static torch::Tensor matmul(const torch::Tensor& x, int64_t n_total, int64_t col
   const int64_t rows = x.size(0), k_total = x.size(1);
   TORCH_CHECK(k_total == k_tiles * 32, "input width must match the weight's");
   TORCH_CHECK(n_total > (column_blocks - 1) * 32 && n_total <= column_blocks * 32);
+  TORCH_CHECK(!kSiluMul || n_total == column_blocks * 32, "gates and ups fill whole blocks");
+  const int64_t n_out = kSiluMul ? n_total / 2 : n_total;
   const auto activations = x.to(torch::kBFloat16).contiguous();
-  auto out = torch::empty({rows, n_total}, x.options().dtype(torch::kFloat32));
+  auto out = torch::empty({rows, n_out}, x.options().dtype(torch::kFloat32));
   const at::BFloat16* a = activations.data_ptr<at::BFloat16>();
   float* o = out.data_ptr<float>();
   at::parallel_for(0, column_blocks, 1, [&](int64_t begin, int64_t end) {
@@ -153,13 +182,15 @@ static torch::Tensor matmul(const torch::Tensor& x, int64_t n_total, int64_t col
           configure(first, second);
           configured = first + 16 * second;
         }
-        if (second) {
+        const int blocks = second ? 2 : 1;
+        if (second)
           multiply<2>(a + r * k_total, k_total, c, weights, scratch);
-          store(2, kTileRows + second, o + r * n_total + c * 32, n_total, columns);
-        } else {
+        else
           multiply<1>(a + r * k_total, k_total, c, weights, scratch);
-          store(1, first, o + r * n_total + c * 32, n_total, columns);
-        }
+        if constexpr (kSiluMul)
+          store_silu_mul(blocks, first + second, o + r * n_out + c * 16, n_out);
+        else
+          store(blocks, first + second, o + r * n_total + c * 32, n_total, columns);
       }
     }
     _tile_release();
@@ -167,16 +198,27 @@ static torch::Tensor matmul(const torch::Tensor& x, int64_t n_total, int64_t col
   return x.dtype() == torch::kFloat32 ? out : out.to(x.dtype());
 }
 
-torch::Tensor amx_matmul(torch::Tensor x, torch::Tensor packed, int64_t n_total) {
+template <bool kSiluMul>
+static torch::Tensor dense_tiles_matmul(const torch::Tensor& x, const torch::Tensor& packed,
+                                        int64_t n_total) {
   TORCH_CHECK(packed.dtype() == torch::kBFloat16 && packed.dim() == 5 && packed.is_contiguous(),
               "packed must come from pack_amx_weight");
   const int64_t k_tiles = packed.size(1);
   const at::BFloat16* w = packed.data_ptr<at::BFloat16>();
-  return matmul(x, n_total, packed.size(0) / 2, k_tiles,
-                [&](int64_t c, int64_t k_tile, at::BFloat16*) {
-                  const at::BFloat16* w0 = w + (2 * c * k_tiles + k_tile) * kTileElements;
-                  return TilePair{w0, w0 + k_tiles * kTileElements};
-                });
+  return matmul<kSiluMul>(x, n_total, packed.size(0) / 2, k_tiles,
+                          [&](int64_t c, int64_t k_tile, at::BFloat16*) {
+                            const at::BFloat16* w0 =
+                                w + (2 * c * k_tiles + k_tile) * kTileElements;
+                            return TilePair{w0, w0 + k_tiles * kTileElements};
+                          });
+}
+
+torch::Tensor amx_matmul(torch::Tensor x, torch::Tensor packed, int64_t n_total) {
+  return dense_tiles_matmul<false>(x, packed, n_total);
+}
+
+torch::Tensor amx_matmul_silu(torch::Tensor x, torch::Tensor packed, int64_t n_total) {
+  return dense_tiles_matmul<true>(x, packed, n_total);
 }
 
 // Q4_1 weight tiles: a tile row's 32 values as 4-bit q, byte i holding value i (low nibble)
@@ -224,15 +266,26 @@ static Q4_1Tiles q4_1_tiles(const torch::Tensor& q, const torch::Tensor& dm) {
 
 // Q4_1 tiles dequantized as the passes reach them (into L1): the same weights as
 // amx_q4_1_to_bf16 gives, so the same bits as amx_matmul on those.
+template <bool kSiluMul>
+static torch::Tensor q4_1_tiles_matmul(const torch::Tensor& x, const torch::Tensor& q,
+                                       const torch::Tensor& dm, int64_t n_total) {
+  const Q4_1Tiles tiles = q4_1_tiles(q, dm);
+  return matmul<kSiluMul>(x, n_total, q.size(0) / 2, tiles.k_tiles,
+                          [&](int64_t c, int64_t k_tile, at::BFloat16* scratch) {
+                            tiles.dequantize(2 * c, k_tile, scratch);
+                            tiles.dequantize(2 * c + 1, k_tile, scratch + kTileElements);
+                            return TilePair{scratch, scratch + kTileElements};
+                          });
+}
+
 torch::Tensor amx_q4_1_matmul(torch::Tensor x, torch::Tensor q, torch::Tensor dm,
                               int64_t n_total) {
-  const Q4_1Tiles tiles = q4_1_tiles(q, dm);
-  return matmul(x, n_total, q.size(0) / 2, tiles.k_tiles,
-                [&](int64_t c, int64_t k_tile, at::BFloat16* scratch) {
-                  tiles.dequantize(2 * c, k_tile, scratch);
-                  tiles.dequantize(2 * c + 1, k_tile, scratch + kTileElements);
-                  return TilePair{scratch, scratch + kTileElements};
-                });
+  return q4_1_tiles_matmul<false>(x, q, dm, n_total);
+}
+
+torch::Tensor amx_q4_1_matmul_silu(torch::Tensor x, torch::Tensor q, torch::Tensor dm,
+                                   int64_t n_total) {
+  return q4_1_tiles_matmul<true>(x, q, dm, n_total);
 }
 
 // Every weight tile of Q4_1 tiles, dequantized: pack_amx_weight's layout.
@@ -249,16 +302,25 @@ torch::Tensor amx_q4_1_to_bf16(torch::Tensor q, torch::Tensor dm) {
   return out;
 }
 """
+)
 
 
 def load_cpu_amx_matmul() -> ModuleType | None:
     """The compiled module (``amx_matmul(x, packed, out_features)``, ``amx_q4_1_matmul(x, q,
-    dm, out_features)``, ``amx_q4_1_to_bf16(q, dm)``, ``amx_available()``), or None where this
-    machine cannot build it (no compiler, or a CPU without AMX)."""
+    dm, out_features)``, their ``_silu`` twins, ``amx_q4_1_to_bf16(q, dm)``,
+    ``amx_available()``), or None where this machine cannot build it (no compiler, or a CPU
+    without AMX)."""
     module = load_cpu_extension(
         "radixlm_cpu_amx_matmul",
         _SOURCE,
-        ("amx_matmul", "amx_q4_1_matmul", "amx_q4_1_to_bf16", "amx_available"),
+        (
+            "amx_matmul",
+            "amx_matmul_silu",
+            "amx_q4_1_matmul",
+            "amx_q4_1_matmul_silu",
+            "amx_q4_1_to_bf16",
+            "amx_available",
+        ),
     )
     if module is None or not module.amx_available():
         return None
@@ -267,6 +329,22 @@ def load_cpu_amx_matmul() -> ModuleType | None:
 
 def amx_supports(in_features: int) -> bool:
     return in_features % K_BLOCK == 0
+
+
+def fuses_silu(out_features: int) -> bool:
+    """Whether a fused ``[gate | up]`` weight of this many outputs fits the SwiGLU epilogue."""
+    return out_features % N_BLOCK == 0
+
+
+def interleave_gate_up(weight: torch.Tensor) -> torch.Tensor:
+    """A fused ``[gate | up]`` (2 * I, in_features) weight with every 16 gate rows followed by
+    their 16 up rows: each 32-output block then holds matching gates and ups, so the ``_silu``
+    kernels can finish a block with silu(gate) * up. Row order only: quantized blocks keep
+    their values."""
+    two_i, in_features = weight.shape
+    assert fuses_silu(two_i), two_i
+    halves = weight.view(2, two_i // N_BLOCK, N_BLOCK // 2, in_features)
+    return halves.transpose(0, 1).reshape(two_i, in_features)
 
 
 def pack_amx_weight(weight: torch.Tensor) -> torch.Tensor:

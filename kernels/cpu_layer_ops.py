@@ -146,11 +146,6 @@ torch::Tensor rotary(torch::Tensor x, torch::Tensor cos, torch::Tensor sin_signe
 }
 
 #ifdef VECTOR_EXP
-// silu(gate) * up for 8 float32 values.
-static inline __m256 silu_mul8(__m256 g, __m256 up) {
-  const __m256 e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), g));
-  return _mm256_mul_ps(_mm256_div_ps(g, _mm256_add_ps(_mm256_set1_ps(1.f), e)), up);
-}
 static inline __m256 load8(const float* src) { return _mm256_loadu_ps(src); }
 static inline __m256 load8(const at::BFloat16* src) {  // bfloat16: a float32's upper half
   const __m128i bits = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src));

@@ -61,4 +61,11 @@ static inline __m256 exp8(__m256 x) {
   const __m256i two_n = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
   return _mm256_mul_ps(p, _mm256_castsi256_ps(two_n));
 }
+
+// silu(gate) * up for 8 float32 values (SwiGLU's gate; one definition for every kernel that
+// applies it, so they agree to the bit).
+static inline __m256 silu_mul8(__m256 g, __m256 up) {
+  const __m256 e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), g));
+  return _mm256_mul_ps(_mm256_div_ps(g, _mm256_add_ps(_mm256_set1_ps(1.f), e)), up);
+}
 """

@@ -6,6 +6,7 @@ is imported inside the functions: the HTTP process must stay light.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -169,4 +170,8 @@ def run_scheduler(args_json: str, resolved_json: str, endpoints_json: str, ready
     outbox = ipc.outbox(context, endpoints.to_detokenizer)
     ready_conn.send_bytes(json.dumps(info).encode())
     logger.info("scheduler ready: %s", info)
+    # What start-up built (model, tokenizer and grammar tables) lives as long as the process:
+    # moved out of the collected generations, the collections that the passes' short-lived
+    # objects trigger never traverse it again.
+    gc.freeze()
     run_scheduler_loop(scheduler, inbox, outbox)

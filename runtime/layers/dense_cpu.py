@@ -11,6 +11,11 @@ where it is several times any float32 GEMM: our AMX kernel (kernels/cpu_amx_matm
 oneDNN at 32 rows, and a row's result does not depend on its batch), else oneDNN's packed
 layout. Inputs of another dtype are rounded to bfloat16 and the output comes back in their
 dtype.
+
+A fused ``[gate | up]`` weight packed with ``gated=True`` on the AMX kernel computes SwiGLU's
+silu(gate) * up in the matmul's epilogue (``silu_fused``): the MLP's hidden activations come
+out directly (30 layers' gate/up at 512 rows 81.8 -> 59.3 ms, at 32 rows 8.6 -> 6.1 ms, the
+same bits as the separate ``silu_and_mul``).
 """
 
 from __future__ import annotations
@@ -20,7 +25,13 @@ from collections.abc import Callable
 
 import torch
 
-from radixlm.kernels.cpu_amx_matmul import amx_supports, load_cpu_amx_matmul, pack_amx_weight
+from radixlm.kernels.cpu_amx_matmul import (
+    amx_supports,
+    fuses_silu,
+    interleave_gate_up,
+    load_cpu_amx_matmul,
+    pack_amx_weight,
+)
 from radixlm.kernels.cpu_dense_matmul import load_cpu_dense_matmul, pack_dense_weight
 
 
@@ -41,17 +52,20 @@ def dense_cpu_supported(device: torch.device, dtype: torch.dtype) -> bool:
 
 class KernelCpuWeight:
     """A (out_features, in_features) weight packed once for one of our CPU matmul kernels:
-    ``matmul(rows, packed, out_features)``."""
+    ``matmul(rows, packed, out_features)``. With ``silu_fused`` the weight is a fused
+    ``[gate | up]`` of 2 * out_features rows and the kernel returns silu(gate) * up."""
 
     def __init__(
         self,
         packed: torch.Tensor,
         out_features: int,
         matmul: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor],
+        silu_fused: bool = False,
     ) -> None:
         self.packed = packed
         self.out_features = out_features
         self._matmul = matmul
+        self.silu_fused = silu_fused
 
     def matmul(self, x: torch.Tensor) -> torch.Tensor:
         """``x @ W^T`` (any leading dims), in ``x``'s dtype."""
@@ -65,6 +79,8 @@ class KernelCpuWeight:
 
 class OneDnnCpuWeight:
     """A (out_features, in_features) weight in oneDNN's packed layout, in its own dtype."""
+
+    silu_fused = False
 
     def __init__(self, weight: torch.Tensor) -> None:
         self.dtype = weight.dtype
@@ -85,14 +101,23 @@ class OneDnnCpuWeight:
 CpuWeight = KernelCpuWeight | OneDnnCpuWeight
 
 
-def pack_cpu_weight(weight: torch.Tensor) -> CpuWeight:
+def pack_cpu_weight(weight: torch.Tensor, gated: bool = False) -> CpuWeight:
     """The packed copy of a float32 or bfloat16 weight, on our kernel for its dtype where it
-    builds (and, for AMX, takes the weight's input width), else on oneDNN."""
+    builds (and, for AMX, takes the weight's input width), else on oneDNN. ``gated``: the
+    weight is a fused ``[gate | up]``; where the kernel can, it then returns silu(gate) * up
+    (``silu_fused``)."""
     out_features = weight.shape[0]
     if weight.dtype == torch.float32:
         dense = load_cpu_dense_matmul()
         if dense is not None:
             return KernelCpuWeight(pack_dense_weight(weight), out_features, dense.dense_matmul)
     elif amx_supports(weight.shape[1]) and (amx := load_cpu_amx_matmul()) is not None:
+        if gated and fuses_silu(out_features):
+            return KernelCpuWeight(
+                pack_amx_weight(interleave_gate_up(weight)),
+                out_features // 2,
+                lambda x, packed, width: amx.amx_matmul_silu(x, packed, 2 * width),
+                silu_fused=True,
+            )
         return KernelCpuWeight(pack_amx_weight(weight), out_features, amx.amx_matmul)
     return OneDnnCpuWeight(weight)

@@ -29,6 +29,14 @@ class LinearBase(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.cpu_weight: CpuWeight | QuantizedWeight | None = None
+        # Set by an MLP that uses only silu(gate) * up of this fused [gate | up] projection:
+        # the CPU packers may then compute that in the matmul (see ``silu_fused``).
+        self.swiglu = False
+
+    @property
+    def silu_fused(self) -> bool:
+        """Whether ``forward`` returns silu(gate) * up instead of ``[gate | up]``."""
+        return self.cpu_weight is not None and self.cpu_weight.silu_fused
 
     def prepack_for_cpu(self) -> None:
         """Replaces the plain weight by its packed layout (same values, no extra copy kept).
@@ -36,15 +44,18 @@ class LinearBase(nn.Module):
         Irreversible: weights cannot be loaded into this module afterwards.
         """
         assert self.weight is not None and self.weight.device.type == "cpu"
-        self.cpu_weight = pack_cpu_weight(self.weight)
+        self.cpu_weight = pack_cpu_weight(self.weight, gated=self._fusable_swiglu())
         self.weight = None  # a tied weight stays alive through the module that owns it
 
     def quantize_for_cpu(self, quant_format: QuantFormat) -> None:
         """Replaces the plain weight by quantized blocks (irreversible, like
         ``prepack_for_cpu``)."""
         assert self.weight is not None and self.weight.device.type == "cpu"
-        self.cpu_weight = QuantizedWeight(self.weight, quant_format)
+        self.cpu_weight = QuantizedWeight(self.weight, quant_format, gated=self._fusable_swiglu())
         self.weight = None
+
+    def _fusable_swiglu(self) -> bool:
+        return self.swiglu and self.bias is None  # a bias comes before the gate
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.cpu_weight is not None:

@@ -28,7 +28,13 @@ from typing import Literal
 
 import torch
 
-from radixlm.kernels.cpu_amx_matmul import amx_supports, load_cpu_amx_matmul, pack_amx_q4_1
+from radixlm.kernels.cpu_amx_matmul import (
+    amx_supports,
+    fuses_silu,
+    interleave_gate_up,
+    load_cpu_amx_matmul,
+    pack_amx_q4_1,
+)
 from radixlm.kernels.cpu_quant_matmul import (
     BLOCK,
     dequantize_q4_1,
@@ -67,46 +73,50 @@ class QuantizedWeight:
     kernel that serves passes of up to ``max_kernel_rows`` rows, and a dense copy of their
     values for the rest."""
 
-    def __init__(self, weight: torch.Tensor, quant_format: QuantFormat) -> None:
-        if quant_format == "q4_1":
-            qs, scales = pack_q4_1(weight)
-            dequantized = dequantize_q4_1(qs, scales)
-        else:
-            qs, scales = pack_q8_0(weight)
-            dequantized = dequantize_q8_0(qs, scales)
+    def __init__(
+        self, weight: torch.Tensor, quant_format: QuantFormat, gated: bool = False
+    ) -> None:
+        """``gated``: a fused ``[gate | up]`` weight; where the AMX kernels can, ``matmul``
+        then returns silu(gate) * up (``silu_fused``, see dense_cpu.py)."""
         self.blocks: tuple[torch.Tensor, ...] = ()
         self.max_kernel_rows = 0  # no kernel: every pass takes the dense copy
         if native_bf16_matmul():
-            self._use_amx(qs, scales, dequantized, quant_format)
+            self._use_amx(weight, quant_format, gated)
             return
+        qs, scales, dequantized = _quantize(weight, quant_format)
         self.dense_copy: CpuWeight = pack_cpu_weight(dequantized)
+        self.silu_fused = False
         kernels = load_cpu_quant_matmul()
         if kernels is not None:
             self.blocks = (qs, scales)
             self._kernel = kernels.q4_1_matmul if quant_format == "q4_1" else kernels.q8_0_matmul
             self.max_kernel_rows = KERNEL_MAX_ROWS
 
-    def _use_amx(
-        self,
-        qs: torch.Tensor,
-        scales: torch.Tensor,
-        dequantized: torch.Tensor,
-        quant_format: QuantFormat,
-    ) -> None:
-        out_features, in_features = dequantized.shape
+    def _use_amx(self, weight: torch.Tensor, quant_format: QuantFormat, gated: bool) -> None:
+        out_features, in_features = weight.shape
         amx = load_cpu_amx_matmul() if amx_supports(in_features) else None
         if amx is None or quant_format != "q4_1":
-            self.dense_copy = pack_cpu_weight(dequantized.to(torch.bfloat16))
+            dequantized = _quantize(weight, quant_format)[2]
+            self.dense_copy = pack_cpu_weight(dequantized.to(torch.bfloat16), gated)
+            self.silu_fused = self.dense_copy.silu_fused
             return
-        self.blocks = pack_amx_q4_1(qs, scales)
-        self._kernel = lambda x, q, dm: amx.amx_q4_1_matmul(x, q, dm, out_features)
+        self.silu_fused = gated and fuses_silu(out_features)
+        if self.silu_fused:
+            weight = interleave_gate_up(weight)  # row order only: the same blocks
+            kernel, dense, width = amx.amx_q4_1_matmul_silu, amx.amx_matmul_silu, out_features // 2
+        else:
+            kernel, dense, width = amx.amx_q4_1_matmul, amx.amx_matmul, out_features
+        self.blocks = pack_amx_q4_1(*pack_q4_1(weight))
+        self._kernel = lambda x, q, dm: kernel(x, q, dm, out_features)
         self.max_kernel_rows = AMX_KERNEL_MAX_ROWS
         # The kernel's own dequantization, so that the copy's weights are the kernel's bits.
         tiles = amx.amx_q4_1_to_bf16(*self.blocks)
-        self.dense_copy = KernelCpuWeight(tiles, out_features, amx.amx_matmul)
+        self.dense_copy = KernelCpuWeight(
+            tiles, width, lambda x, packed, _: dense(x, packed, out_features), self.silu_fused
+        )
 
     def matmul(self, x: torch.Tensor) -> torch.Tensor:
-        """``x @ W^T`` (2-D, float32)."""
+        """``x @ W^T`` (2-D, float32); silu(gate) * up of it if ``silu_fused``."""
         if x.shape[0] <= self.max_kernel_rows:
             return self._kernel(x.contiguous(), *self.blocks)
         return self.dense_copy.matmul(x)
@@ -116,3 +126,14 @@ class QuantizedWeight:
         if not self.blocks:
             return self.dense_copy.nbytes()
         return sum(part.nbytes for part in self.blocks)
+
+
+def _quantize(
+    weight: torch.Tensor, quant_format: QuantFormat
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(blocks' quants, their scales, the float32 weight they hold)."""
+    if quant_format == "q4_1":
+        qs, scales = pack_q4_1(weight)
+        return qs, scales, dequantize_q4_1(qs, scales)
+    qs, scales = pack_q8_0(weight)
+    return qs, scales, dequantize_q8_0(qs, scales)

@@ -90,10 +90,13 @@ class LlamaMLP(nn.Module):
         self.gate_up_proj = ColumnParallelLinear(
             config.hidden_size, [size, size], False, tp_rank, tp_size
         )
+        self.gate_up_proj.swiglu = True
         self.down_proj = RowParallelLinear(size, config.hidden_size, tp_rank, tp_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(silu_and_mul(self.gate_up_proj(x)))
+        gate_up = self.gate_up_proj(x)
+        hidden = gate_up if self.gate_up_proj.silu_fused else silu_and_mul(gate_up)
+        return self.down_proj(hidden)
 
 
 class LlamaDecoderLayer(nn.Module):

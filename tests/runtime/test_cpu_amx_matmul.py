@@ -1,16 +1,24 @@
 """The AMX bfloat16 matmul against a float64 product of the same bfloat16 operands: any row
 count (whole and partial row tiles), partial output blocks, either activation dtype, and the
 same bits for a row alone as in any batch; its Q4_1 form (tiles dequantized on the way)
-equals it on the dequantized tiles, bit for bit. Skipped on CPUs without AMX."""
+equals it on the dequantized tiles, bit for bit; the SwiGLU epilogue equals the separate
+silu_and_mul, bit for bit. Skipped on CPUs without AMX."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from radixlm.kernels.cpu_amx_matmul import load_cpu_amx_matmul, pack_amx_q4_1, pack_amx_weight
+from radixlm.kernels.cpu_amx_matmul import (
+    interleave_gate_up,
+    load_cpu_amx_matmul,
+    pack_amx_q4_1,
+    pack_amx_weight,
+)
+from radixlm.kernels.cpu_layer_ops import load_cpu_layer_ops
 from radixlm.kernels.cpu_quant_matmul import dequantize_q4_1, pack_q4_1
 from radixlm.runtime.layers import dense_cpu
+from radixlm.runtime.layers.activation import silu_and_mul
 from radixlm.runtime.layers.linear import ColumnParallelLinear
 
 kernels = load_cpu_amx_matmul()
@@ -93,3 +101,48 @@ def test_q4_1_matmul_equals_the_bf16_copy_bit_for_bit(rows, out_features, in_fea
     copy = kernels.amx_matmul(x, kernels.amx_q4_1_to_bf16(q, scales), out_features)
     assert fused.shape == (rows, out_features)
     assert torch.equal(fused, copy)
+
+
+@pytest.mark.parametrize("rows", [1, 7, 16, 31, 33, 70])
+def test_silu_epilogue_equals_the_separate_silu_and_mul_bit_for_bit(rows):
+    ops = load_cpu_layer_ops()
+    x, weight = _operands(rows, 2 * 96, 64)  # fused [gate | up] of an MLP of width 96
+    expected = ops.silu_and_mul(kernels.amx_matmul(x, pack_amx_weight(weight), 2 * 96))
+    fused = kernels.amx_matmul_silu(x, pack_amx_weight(interleave_gate_up(weight)), 2 * 96)
+    assert fused.shape == (rows, 96) and torch.equal(fused, expected)
+    q_plain = pack_amx_q4_1(*pack_q4_1(weight))
+    q_fused = pack_amx_q4_1(*pack_q4_1(interleave_gate_up(weight)))
+    q_expected = ops.silu_and_mul(kernels.amx_q4_1_matmul(x, *q_plain, 2 * 96))
+    assert torch.equal(kernels.amx_q4_1_matmul_silu(x, *q_fused, 2 * 96), q_expected)
+
+
+def test_interleave_gate_up_pairs_each_16_gates_with_their_ups():
+    weight = torch.arange(64, dtype=torch.float32)[:, None].expand(64, 4)  # row i holds i
+    rows = interleave_gate_up(weight)[:, 0].tolist()
+    assert rows[:32] == list(range(16)) + list(range(32, 48))
+    assert rows[32:] == list(range(16, 32)) + list(range(48, 64))
+
+
+@pytest.mark.parametrize("quantize", [False, True])
+def test_swiglu_projections_fuse_the_gate_and_keep_their_values(quantize):
+    """A fused gate/up marked ``swiglu`` returns silu(gate) * up, the same bits as the unfused
+    projection followed by silu_and_mul, whether packed (bf16) or int4-quantized. (With
+    bfloat16 activations the gate and up are no longer rounded to bfloat16 on the way: only the
+    result is, as the unfused projection taken in float32.)"""
+    weight = torch.randn(2 * 48, 64, generator=torch.Generator().manual_seed(3)) * 0.05
+    layers = []
+    for swiglu in (False, True):
+        with torch.device("cpu"):
+            layer = ColumnParallelLinear(64, [48, 48])
+        layer = layer if quantize else layer.to(torch.bfloat16)
+        with torch.no_grad():
+            layer.weight.copy_(weight)
+        layer.swiglu = swiglu
+        layer.quantize_for_cpu("q4_1") if quantize else layer.prepack_for_cpu()
+        layers.append(layer)
+    plain, fused = layers
+    assert fused.silu_fused and not plain.silu_fused
+    for rows in (1, 40):  # the Q4_1 tiles' kernel and the bf16 copy
+        x = torch.randn(rows, 64, dtype=torch.float32 if quantize else torch.bfloat16)
+        expected = silu_and_mul(plain(x.float())).to(x.dtype)
+        assert torch.equal(fused(x), expected)
