@@ -67,9 +67,11 @@ class ServerArgs:
     enable_mixed_chunk: bool = field(
         default=False,
         metadata={
-            "help": "running requests decode inside prefill passes instead of waiting for them"
+            "help": "running requests decode inside prefill passes instead of waiting for them "
+            "(always on CPU, where a pass costs a read of every weight, unless disabled)"
         },
     )
+    disable_mixed_chunk: bool = False
     # Execution
     attention_backend: str | None = field(default=None, metadata={"choices": ATTENTION_BACKENDS})
     num_threads: int | None = field(

@@ -51,6 +51,11 @@ def test_quantization_and_kv_dtype_are_reported(default_server, int4_server):
     assert "Paris" in res["text"]
 
 
+def test_cpu_servers_decode_inside_prefill_passes_unless_disabled(default_server):
+    info = requests.get(default_server.url + "/get_server_args", timeout=30).json()
+    assert info["device"] == "cpu" and info["enable_mixed_chunk"] is True
+
+
 def test_greedy_output_equals_hf_generate(default_server):
     torch = pytest.importorskip("torch")
     from transformers import AutoModelForCausalLM
