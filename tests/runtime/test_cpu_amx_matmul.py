@@ -146,3 +146,17 @@ def test_swiglu_projections_fuse_the_gate_and_keep_their_values(quantize):
         x = torch.randn(rows, 64, dtype=torch.float32 if quantize else torch.bfloat16)
         expected = silu_and_mul(plain(x.float())).to(x.dtype)
         assert torch.equal(fused(x), expected)
+
+
+@pytest.mark.parametrize("rows", [2, 200])  # converted on the calling thread, and in parallel
+def test_float32_activations_round_to_bfloat16_as_torch_does(rows):
+    """The kernel rounds float32 activations itself: an identity weight gives them back
+    exactly as ``x.bfloat16()`` does, ties (low half 0x8000) to even included."""
+    gen = torch.Generator().manual_seed(5)
+    exponent = torch.randint(110, 140, (rows, 384), generator=gen, dtype=torch.int32)
+    mantissa = torch.randint(0, 2**23, (rows, 384), generator=gen, dtype=torch.int32)
+    mantissa[:, ::3] = (mantissa[:, ::3] & ~0xFFFF) | 0x8000  # halfway between two bfloat16
+    x = ((exponent << 23) | mantissa).view(torch.float32)  # normal, 1e-8 .. 1e4
+    x[:, 1::2] = -x[:, 1::2]
+    out = kernels.amx_matmul(x, pack_amx_weight(torch.eye(384)), 384)
+    assert torch.equal(out, x.bfloat16().float())
