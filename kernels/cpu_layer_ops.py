@@ -1,6 +1,6 @@
 """The small ops of a decoder layer as single CPU calls, for float32 or bfloat16 activations:
-RMSNorm (with its residual add), rotary embedding, SwiGLU's ``silu(gate) * up``, and the K/V
-store.
+RMSNorm (with its residual add), rotary embedding, SwiGLU's ``silu(gate) * up``, the K/V
+store, and greedy sampling's first maximum per row.
 
 In a decode step of a small model each of these is a handful of torch ops on a few hundred
 values: the op dispatch, not the arithmetic, is what costs (~20-40 us each as torch ops, 60-120
@@ -25,7 +25,9 @@ _SOURCE = (
     r"""
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
+#include <algorithm>
 #include <cmath>
+#include <immintrin.h>
 #if defined(__AVX2__) && defined(__FMA__)
 #define VECTOR_EXP 1
 """
@@ -177,6 +179,55 @@ static void silu_and_mul_rows(const T* src, T* dst, int64_t tokens, int64_t widt
   });
 }
 
+// Index of the first maximum of row[0, width), or of its first NaN (torch.max's pick).
+static int64_t first_max(const float* row, int64_t width) {
+  int64_t i = 0, best = 0;
+  float peak = row[0];
+#if defined(__AVX512F__)
+  // 16 lanes, each keeping its first maximum; then the greatest lane value, lowest index.
+  __m512 peaks = _mm512_set1_ps(-INFINITY);
+  __m512i where = _mm512_setzero_si512(), lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9,
+                                                                   10, 11, 12, 13, 14, 15);
+  __mmask16 nan = 0;
+  for (; i + 16 <= width; i += 16) {
+    const __m512 v = _mm512_loadu_ps(row + i);
+    const __mmask16 greater = _mm512_cmp_ps_mask(v, peaks, _CMP_GT_OQ);
+    peaks = _mm512_mask_mov_ps(peaks, greater, v);
+    where = _mm512_mask_mov_epi32(where, greater, lane);
+    nan |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+    lane = _mm512_add_epi32(lane, _mm512_set1_epi32(16));
+  }
+  if (nan) i = 0;  // the scalar loop below finds the first NaN
+  else if (i > 0) {
+    peak = _mm512_reduce_max_ps(peaks);
+    const __mmask16 at_peak = _mm512_cmp_ps_mask(peaks, _mm512_set1_ps(peak), _CMP_EQ_OQ);
+    best = _mm512_mask_reduce_min_epi32(at_peak, where);  // width < 2^31
+  }
+#endif
+  for (i = std::max<int64_t>(i, 1); i < width && !std::isnan(peak); ++i) {
+    if (row[i] > peak || std::isnan(row[i])) {
+      peak = row[i];
+      best = i;
+    }
+  }
+  return best;
+}
+
+// Each row's first maximum, as torch.max(x, -1).indices (the first NaN where a row has one):
+// 32 rows of a 49K vocabulary (a batch-32 greedy step) 0.16 ms against torch's 1.2-1.4; one
+// row 7 vs 63 us.
+torch::Tensor argmax_rows(torch::Tensor x) {
+  TORCH_CHECK(x.dtype() == torch::kFloat32 && x.dim() == 2 && x.is_contiguous() && x.size(1) > 0);
+  const int64_t rows = x.size(0), width = x.size(1);
+  auto out = torch::empty({rows}, x.options().dtype(torch::kInt64));
+  const float* src = x.data_ptr<float>();
+  int64_t* index = out.data_ptr<int64_t>();
+  at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) index[r] = first_max(src + r * width, width);
+  });
+  return out;
+}
+
 // gate_up (tokens, 2 * width) -> silu(gate) * up, (tokens, width).
 torch::Tensor silu_and_mul(torch::Tensor gate_up) {
   TORCH_CHECK(gate_up.dim() == 2 && gate_up.is_contiguous());
@@ -235,7 +286,7 @@ void store_kv(torch::Tensor k_buffer, torch::Tensor v_buffer, torch::Tensor loc,
 """
 )
 
-_FUNCTIONS = ("rms_norm", "add_rms_norm", "rotary", "silu_and_mul", "store_kv")
+_FUNCTIONS = ("rms_norm", "add_rms_norm", "rotary", "silu_and_mul", "store_kv", "argmax_rows")
 
 
 def load_cpu_layer_ops() -> ModuleType | None:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
+from radixlm.kernels.cpu_layer_ops import cpu_layer_ops_for
 from radixlm.runtime.logprobs import TopLogprobs, token_logprobs
 from radixlm.runtime.sampling_params import SamplingParams
 from radixlm.runtime.sampling_penalties import (
@@ -144,18 +145,25 @@ def sample_ids(
     sampled = [i for i, s in enumerate(states) if not s.params.is_greedy]
     if not sampled:
         # All greedy (the common serving case): no output buffer, no scatter.
-        next_ids = x.max(dim=-1).indices
+        next_ids = _first_max(x)
     else:
         next_ids = torch.empty(batch, dtype=torch.long, device=x.device)
     if greedy and sampled:
         rows = _row_index(greedy, batch, x.device)
-        # max(dim) returns the first maximum, like argmax (ties go to the lowest id, batch or
-        # not), and is twice as fast as argmax on CPU.
-        _put(next_ids, rows, _take(x, rows).max(dim=-1).indices)
+        _put(next_ids, rows, _first_max(_take(x, rows)))
     if sampled:
         rows = _row_index(sampled, batch, x.device)
         _put(next_ids, rows, _sample_rows(_take(x, rows), [states[i] for i in sampled]))
     return next_ids
+
+
+def _first_max(x: torch.Tensor) -> torch.Tensor:
+    """Each row's first maximum, like argmax (ties go to the lowest id, batch or not): the
+    compiled loop on CPU, else ``max(dim)`` (twice as fast as argmax on CPU, and on GPU)."""
+    ops = cpu_layer_ops_for(x) if x.dtype == torch.float32 else None
+    if ops is not None and x.dim() == 2 and x.is_contiguous():
+        return ops.argmax_rows(x)
+    return x.max(dim=-1).indices
 
 
 def processed_logits(

@@ -121,3 +121,17 @@ def test_store_kv_writes_strided_rows_into_their_slots(dtype, rows_dtype):
     assert torch.equal(k_buffer, expected_k) and torch.equal(v_buffer, expected_v)
     with pytest.raises(RuntimeError, match="slot out of range"):
         ops.store_kv(k_buffer, v_buffer, torch.tensor([64, 0, 0, 0, 0]), k, v)
+
+
+def test_argmax_rows_picks_what_torch_max_picks():
+    """The first maximum of each row (ties to the lowest id), -inf and masked rows included,
+    and the first NaN where a row has one, as ``x.max(-1).indices``."""
+    x = torch.randint(-3, 4, (40, 1000), generator=torch.Generator().manual_seed(9)).float()
+    x[1] = float("-inf")  # every token banned
+    x[2, 500:] = float("-inf")
+    x[3, 7] = x[3, 900] = 50.0  # a tie
+    x[4, 10] = x[4, 600] = float("nan")
+    x[5, 0] = float("nan")
+    x[6, -1] = 99.0
+    assert torch.equal(ops.argmax_rows(x), x.max(dim=-1).indices)
+    assert torch.equal(ops.argmax_rows(x[6:7]), torch.tensor([999]))
