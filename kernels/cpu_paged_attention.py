@@ -27,11 +27,12 @@ available, and callers keep the torch path.
 Reference: ``kernels.reference.paged_attention_reference``.
 
 Layouts:
-  q           (sum(extend_lens), num_heads, head_dim) float32, sequence after sequence
+  q           (sum(extend_lens), num_heads, head_dim) float32, sequence after sequence; each
+              token's heads contiguous, tokens any stride apart (a view of a wider row)
   k_buffer    (num_slots, num_kv_heads, head_dim) float32 or bfloat16, v_buffer the same
   slots       (batch, max_len) int64: row b's first ``seq_lens[b]`` entries are its KV slots
   seq_lens    (batch,) int64; extend_lens (batch,) int64, 1 <= extend_lens[b] <= seq_lens[b]
-  out         like q
+  out         (sum(extend_lens), num_heads, head_dim) float32, contiguous
   head_dim 16, 32, 64 or 128 (``supports_head_dim``); AVX2 and FMA, else the kernel fails to build
 """
 
@@ -243,7 +244,7 @@ struct Item {
 constexpr int64_t kTokensPerItem = 8;  // new tokens of one sequence that share each K/V read
 
 template <int V, typename KV>
-static void run(const float* q, const KV* k, const KV* v, const int64_t* slots,
+static void run(const float* q, int64_t q_stride, const KV* k, const KV* v, const int64_t* slots,
                 const int64_t* seq_lens, const int64_t* extend_lens, float* out, int64_t batch,
                 int64_t num_heads, int64_t num_kv_heads, int64_t head_dim, int64_t max_len,
                 float scale) {
@@ -289,9 +290,9 @@ static void run(const float* q, const KV* k, const KV* v, const int64_t* slots,
         const int64_t first = (h - item.first_head) * rows;
         for (int64_t r = 0; r < rows; ++r) {
           const int64_t token = q_start[b] + item.first_token + r / group;
-          const int64_t offset = (token * num_heads + h * group + r % group) * head_dim;
-          q_rows[first + r] = q + offset;
-          out_rows[first + r] = out + offset;
+          const int64_t head_offset = (h * group + r % group) * head_dim;
+          q_rows[first + r] = q + token * q_stride + head_offset;
+          out_rows[first + r] = out + token * num_heads * head_dim + head_offset;
         }
         heads.push_back({k + h * head_dim, v + h * head_dim, num_kv_heads * head_dim,
                          slots + b * max_len, prefix + item.first_token + item.num_tokens, rows,
@@ -303,15 +304,16 @@ static void run(const float* q, const KV* k, const KV* v, const int64_t* slots,
 }
 
 template <typename KV>
-static void run_for_head_dim(const float* q, const KV* k, const KV* v, const int64_t* slots,
+static void run_for_head_dim(const float* q, int64_t q_stride, const KV* k, const KV* v,
+                             const int64_t* slots,
                              const int64_t* seq_lens, const int64_t* extend_lens, float* out,
                              int64_t batch, int64_t num_heads, int64_t num_kv_heads,
                              int64_t head_dim, int64_t max_len, float scale) {
   switch (head_dim / kLanes) {
 #define RUN_WITH(V)                                                                        \
   case V:                                                                                  \
-    return run<V>(q, k, v, slots, seq_lens, extend_lens, out, batch, num_heads, num_kv_heads, \
-                  head_dim, max_len, scale);
+    return run<V>(q, q_stride, k, v, slots, seq_lens, extend_lens, out, batch, num_heads,   \
+                  num_kv_heads, head_dim, max_len, scale);
     RUN_WITH(1) RUN_WITH(2) RUN_WITH(4) RUN_WITH(8) RUN_WITH(16)
 #undef RUN_WITH
   }
@@ -321,7 +323,10 @@ static void run_for_head_dim(const float* q, const KV* k, const KV* v, const int
 torch::Tensor paged_attention(torch::Tensor q, torch::Tensor k_buffer, torch::Tensor v_buffer,
                               torch::Tensor slots, torch::Tensor seq_lens,
                               torch::Tensor extend_lens, double scale) {
-  TORCH_CHECK(q.dtype() == torch::kFloat32 && q.is_contiguous() && q.dim() == 3);
+  // q may be a view of a wider row (the rotated [q | k] of a fused projection): only its
+  // heads must be contiguous, which spares a copy of every query each layer.
+  TORCH_CHECK(q.dtype() == torch::kFloat32 && q.dim() == 3 && q.stride(2) == 1 &&
+              q.stride(1) == q.size(2) && q.stride(0) >= q.size(1) * q.size(2));
   TORCH_CHECK(k_buffer.dtype() == v_buffer.dtype() && k_buffer.is_contiguous() &&
               v_buffer.is_contiguous());
   TORCH_CHECK(slots.dtype() == torch::kInt64 && slots.is_contiguous() && slots.dim() == 2);
@@ -341,15 +346,15 @@ torch::Tensor paged_attention(torch::Tensor q, torch::Tensor k_buffer, torch::Te
     num_tokens += news[b];
   }
   TORCH_CHECK(q.size(0) == num_tokens, "q must hold every sequence's new tokens");
-  auto out = torch::empty_like(q);
+  auto out = torch::empty({num_tokens, num_heads, head_dim}, q.options());
   if (k_buffer.dtype() == torch::kFloat32) {
-    run_for_head_dim(q.data_ptr<float>(), k_buffer.data_ptr<float>(),
+    run_for_head_dim(q.data_ptr<float>(), q.stride(0), k_buffer.data_ptr<float>(),
                      v_buffer.data_ptr<float>(), slots.data_ptr<int64_t>(), lens, news,
                      out.data_ptr<float>(), batch, num_heads, num_kv_heads, head_dim,
                      slots.size(1), static_cast<float>(scale));
   } else {
     TORCH_CHECK(k_buffer.dtype() == torch::kBFloat16, "K/V must be float32 or bfloat16");
-    run_for_head_dim(q.data_ptr<float>(), k_buffer.data_ptr<at::BFloat16>(),
+    run_for_head_dim(q.data_ptr<float>(), q.stride(0), k_buffer.data_ptr<at::BFloat16>(),
                      v_buffer.data_ptr<at::BFloat16>(), slots.data_ptr<int64_t>(), lens, news,
                      out.data_ptr<float>(), batch, num_heads, num_kv_heads, head_dim,
                      slots.size(1), static_cast<float>(scale));

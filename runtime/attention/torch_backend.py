@@ -241,9 +241,13 @@ class TorchAttentionBackend(AttentionBackend):
         v_buffer = self.kv_cache.v_buffer[layer_id]
         kernel_batch = self._kernel_batch
         if self._cpu_kernel is not None and kernel_batch is not None:
-            # The kernel reads float32 queries beside K/V of any width.
+            # The kernel reads float32 queries beside K/V of any width; a token's heads must be
+            # contiguous, its rows may sit apart (q is a view of the rotated [q | k]).
+            queries = q.float()
+            if queries.stride(-1) != 1 or queries.stride(-2) != queries.shape[-1]:
+                queries = queries.contiguous()
             return self._cpu_kernel(
-                q.float().contiguous(),
+                queries,
                 k_buffer,
                 v_buffer,
                 kernel_batch.slots,

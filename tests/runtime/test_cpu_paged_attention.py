@@ -91,3 +91,19 @@ def test_rejects_a_head_dim_it_cannot_vectorize():
     q, k_buffer, v_buffer, slots = _inputs(2, 1, 12, [4], [4], torch.float32)
     with pytest.raises(RuntimeError, match="16, 32, 64 or 128"):
         _run(q, k_buffer, v_buffer, slots, [4], [4], 0.3)
+
+
+def test_reads_queries_from_a_view_of_wider_rows():
+    """q as the runtime passes it: the first heads of the rotated [q | k] rows, not copied."""
+    seq_lens, extend_lens = [40, 9, 120], [1, 9, 30]
+    q, k_buffer, v_buffer, slots = _inputs(9, 3, 64, seq_lens, extend_lens, torch.bfloat16)
+    qk = torch.cat([q, torch.randn(q.shape[0], 3, 64)], dim=1)  # (tokens, 9 + 3, 64)
+    view = qk[:, :9]
+    assert not view.is_contiguous()
+    out = _run(view, k_buffer, v_buffer, slots, seq_lens, extend_lens, 0.125)
+    assert out.is_contiguous()
+    assert torch.equal(out, _run(q, k_buffer, v_buffer, slots, seq_lens, extend_lens, 0.125))
+    spread = torch.stack([q, q], dim=2).view(q.shape[0], 18, 64)[:, ::2]  # heads 128 apart
+    assert torch.equal(spread, q)
+    with pytest.raises(RuntimeError):  # not a layout it reads
+        _run(spread, k_buffer, v_buffer, slots, seq_lens, extend_lens, 0.125)
