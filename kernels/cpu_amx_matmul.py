@@ -151,7 +151,7 @@ static inline void store_silu_mul(int blocks, int rows, float* out, int64_t n_ou
 }
 
 // x.to(bfloat16) (round to nearest even, as torch), without torch's dispatch and thread pool
-// for the few rows of a decode pass: ~10 us a call there, five calls a layer.
+// for the few rows of a decode pass: ~10 us a call there, four calls a layer.
 static torch::Tensor to_bf16(const torch::Tensor& x) {
   constexpr int64_t kSerialElements = 1 << 16;
   auto out = torch::empty(x.sizes(), x.options().dtype(torch::kBFloat16));
