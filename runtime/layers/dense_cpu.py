@@ -111,13 +111,25 @@ def pack_cpu_weight(weight: torch.Tensor, gated: bool = False) -> CpuWeight:
         dense = load_cpu_dense_matmul()
         if dense is not None:
             return KernelCpuWeight(pack_dense_weight(weight), out_features, dense.dense_matmul)
-    elif amx_supports(weight.shape[1]) and (amx := load_cpu_amx_matmul()) is not None:
-        if gated and fuses_silu(out_features):
-            return KernelCpuWeight(
-                pack_amx_weight(interleave_gate_up(weight)),
-                out_features // 2,
-                lambda x, packed, width: amx.amx_matmul_silu(x, packed, 2 * width),
-                silu_fused=True,
-            )
-        return KernelCpuWeight(pack_amx_weight(weight), out_features, amx.amx_matmul)
+    elif amx_supports(weight.shape[1]) and load_cpu_amx_matmul() is not None:
+        silu_fused = gated and fuses_silu(out_features)
+        if silu_fused:
+            weight = interleave_gate_up(weight)
+        return amx_cpu_weight(pack_amx_weight(weight), out_features, silu_fused)
     return OneDnnCpuWeight(weight)
+
+
+def amx_cpu_weight(tiles: torch.Tensor, out_features: int, silu_fused: bool) -> KernelCpuWeight:
+    """AMX bfloat16 weight tiles (``pack_amx_weight``'s layout) of ``out_features`` outputs on
+    our AMX kernel; ``silu_fused``: the tiles hold an interleaved ``[gate | up]``
+    (``interleave_gate_up``) and the kernel returns silu(gate) * up, out_features / 2 wide."""
+    amx = load_cpu_amx_matmul()
+    assert amx is not None, "callers check that the AMX kernel builds"
+    if silu_fused:
+        return KernelCpuWeight(
+            tiles,
+            out_features // 2,
+            lambda x, packed, width: amx.amx_matmul_silu(x, packed, 2 * width),
+            silu_fused=True,
+        )
+    return KernelCpuWeight(tiles, out_features, amx.amx_matmul)

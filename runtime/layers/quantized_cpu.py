@@ -45,7 +45,7 @@ from radixlm.kernels.cpu_quant_matmul import (
 )
 from radixlm.runtime.layers.dense_cpu import (
     CpuWeight,
-    KernelCpuWeight,
+    amx_cpu_weight,
     native_bf16_matmul,
     pack_cpu_weight,
 )
@@ -103,17 +103,13 @@ class QuantizedWeight:
         self.silu_fused = gated and fuses_silu(out_features)
         if self.silu_fused:
             weight = interleave_gate_up(weight)  # row order only: the same blocks
-            kernel, dense, width = amx.amx_q4_1_matmul_silu, amx.amx_matmul_silu, out_features // 2
-        else:
-            kernel, dense, width = amx.amx_q4_1_matmul, amx.amx_matmul, out_features
+        kernel = amx.amx_q4_1_matmul_silu if self.silu_fused else amx.amx_q4_1_matmul
         self.blocks = pack_amx_q4_1(*pack_q4_1(weight))
         self._kernel = lambda x, q, dm: kernel(x, q, dm, out_features)
         self.max_kernel_rows = AMX_KERNEL_MAX_ROWS
         # The kernel's own dequantization, so that the copy's weights are the kernel's bits.
         tiles = amx.amx_q4_1_to_bf16(*self.blocks)
-        self.dense_copy = KernelCpuWeight(
-            tiles, width, lambda x, packed, _: dense(x, packed, out_features), self.silu_fused
-        )
+        self.dense_copy = amx_cpu_weight(tiles, out_features, self.silu_fused)
 
     def matmul(self, x: torch.Tensor) -> torch.Tensor:
         """``x @ W^T`` (2-D, float32); silu(gate) * up of it if ``silu_fused``."""
