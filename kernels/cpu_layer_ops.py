@@ -27,6 +27,8 @@ _SOURCE = (
 #include <ATen/Parallel.h>
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <type_traits>
 #include <immintrin.h>
 #if defined(__AVX2__) && defined(__FMA__)
 #define VECTOR_EXP 1
@@ -238,17 +240,53 @@ torch::Tensor silu_and_mul(torch::Tensor gate_up) {
   return out;
 }
 
+// to[0, n) = from[0, n) converted, where a vector loop can: returns how many it did. float32
+// -> bfloat16 is c10's round to nearest even in integer steps (denormals kept, as torch keeps
+// them; the CPU's bfloat16 conversion instruction would flush them), a NaN stays a NaN.
+template <typename In, typename Out>
+static inline int64_t convert_prefix(const In* from, Out* to, int64_t n) {
+  if constexpr (std::is_same_v<In, Out>) {
+    std::memcpy(to, from, n * sizeof(In));
+    return n;
+  }
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<In, float> && std::is_same_v<Out, at::BFloat16>) {
+    const __m512i one = _mm512_set1_epi32(1), bias = _mm512_set1_epi32(0x7FFF);
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+      const __m512 x = _mm512_loadu_ps(from + i);
+      const __m512i bits = _mm512_castps_si512(x);
+      const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(bits, 16), one);
+      __m512i rounded = _mm512_srli_epi32(_mm512_add_epi32(bits, _mm512_add_epi32(bias, odd)), 16);
+      rounded = _mm512_mask_mov_epi32(rounded, _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q),
+                                      _mm512_set1_epi32(0x7FC0));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(to + i), _mm512_cvtepi32_epi16(rounded));
+    }
+    return i;
+  }
+#endif
+  return 0;
+}
+
 // buffer[loc[t]] = rows[t], converted to the buffer's dtype (round to nearest even, as torch).
+// Vectorized and split over the threads: element by element on one thread, a 512-token
+// prefill chunk's K and V took 1.1 ms a layer (33 of a pass's ~150 ms).
 template <typename In, typename Out>
 static void store_rows(const torch::Tensor& rows, torch::Tensor& buffer, const int64_t* loc) {
   const int64_t tokens = rows.size(0), heads = rows.size(1), dim = rows.size(2);
+  const int64_t token_stride = rows.stride(0), head_stride = rows.stride(1);
+  const int64_t dim_stride = rows.stride(2);
   const In* src = rows.data_ptr<In>();
   Out* dst = buffer.data_ptr<Out>();
-  for (int64_t t = 0; t < tokens; ++t)
-    for (int64_t h = 0; h < heads; ++h)
-      for (int64_t d = 0; d < dim; ++d)
-        dst[(loc[t] * heads + h) * dim + d] =
-            Out(to_float(src[t * rows.stride(0) + h * rows.stride(1) + d * rows.stride(2)]));
+  at::parallel_for(0, tokens, kRowsPerTask, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t)
+      for (int64_t h = 0; h < heads; ++h) {
+        const In* from = src + t * token_stride + h * head_stride;
+        Out* to = dst + (loc[t] * heads + h) * dim;
+        int64_t d = dim_stride == 1 ? convert_prefix(from, to, dim) : 0;
+        for (; d < dim; ++d) to[d] = Out(to_float(from[d * dim_stride]));
+      }
+  });
 }
 
 static void check_kv_rows(const torch::Tensor& rows, const torch::Tensor& buffer) {
