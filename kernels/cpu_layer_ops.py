@@ -269,8 +269,9 @@ static inline int64_t convert_prefix(const In* from, Out* to, int64_t n) {
 }
 
 // buffer[loc[t]] = rows[t], converted to the buffer's dtype (round to nearest even, as torch).
-// Vectorized and split over the threads: element by element on one thread, a 512-token
-// prefill chunk's K and V took 1.1 ms a layer (33 of a pass's ~150 ms).
+// Vectorized, and split over the threads for prompt chunks: element by element on one thread,
+// a 512-token prefill chunk's K and V took 1.1 ms a layer (33 of a pass's ~150 ms). A decode
+// step's few rows (a few us) stay on the calling thread, without a parallel region.
 template <typename In, typename Out>
 static void store_rows(const torch::Tensor& rows, torch::Tensor& buffer, const int64_t* loc) {
   const int64_t tokens = rows.size(0), heads = rows.size(1), dim = rows.size(2);
@@ -278,7 +279,8 @@ static void store_rows(const torch::Tensor& rows, torch::Tensor& buffer, const i
   const int64_t dim_stride = rows.stride(2);
   const In* src = rows.data_ptr<In>();
   Out* dst = buffer.data_ptr<Out>();
-  at::parallel_for(0, tokens, kRowsPerTask, [&](int64_t begin, int64_t end) {
+  constexpr int64_t kTokensPerTask = 128;
+  at::parallel_for(0, tokens, kTokensPerTask, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t)
       for (int64_t h = 0; h < heads; ++h) {
         const In* from = src + t * token_stride + h * head_stride;

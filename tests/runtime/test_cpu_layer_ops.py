@@ -109,10 +109,12 @@ def test_silu_and_mul_stays_finite_at_extreme_gates():
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("rows_dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize(("tokens", "head_dim"), [(5, 16), (40, 64)])  # scalar; vector, threads
+# Scalar rows; vector rows on one thread; vector rows split over the threads (a prompt chunk).
+@pytest.mark.parametrize(("tokens", "head_dim"), [(5, 16), (40, 64), (300, 64)])
 def test_store_kv_writes_strided_rows_into_their_slots(dtype, rows_dtype, tokens, head_dim):
-    k_buffer = torch.zeros(64, 3, head_dim, dtype=dtype)
-    v_buffer = torch.zeros(64, 3, head_dim, dtype=dtype)
+    slots = 512
+    k_buffer = torch.zeros(slots, 3, head_dim, dtype=dtype)
+    v_buffer = torch.zeros(slots, 3, head_dim, dtype=dtype)
     expected_k, expected_v = k_buffer.clone(), v_buffer.clone()
     # k and v are strided views of one row, as in attention
     qkv = _randn(tokens, 9 * head_dim, seed=12)
@@ -121,12 +123,12 @@ def test_store_kv_writes_strided_rows_into_their_slots(dtype, rows_dtype, tokens
     qkv = qkv.to(rows_dtype)
     k = qkv[:, 3 * head_dim : 6 * head_dim].view(tokens, 3, head_dim)
     v = qkv[:, 6 * head_dim :].view(tokens, 3, head_dim)
-    loc = torch.randperm(64, generator=torch.Generator().manual_seed(3))[:tokens]
+    loc = torch.randperm(slots, generator=torch.Generator().manual_seed(3))[:tokens]
     ops.store_kv(k_buffer, v_buffer, loc, k, v)
     store_kv_reference(expected_k, expected_v, loc, k, v)
     assert torch.equal(k_buffer, expected_k) and torch.equal(v_buffer, expected_v)
     with pytest.raises(RuntimeError, match="slot out of range"):
-        ops.store_kv(k_buffer, v_buffer, torch.tensor([64] + [0] * (tokens - 1)), k, v)
+        ops.store_kv(k_buffer, v_buffer, torch.tensor([slots] + [0] * (tokens - 1)), k, v)
 
 
 def test_argmax_rows_picks_what_torch_max_picks():
