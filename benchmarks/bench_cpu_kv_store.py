@@ -10,25 +10,14 @@ Best of ``--rounds``.
 from __future__ import annotations
 
 import argparse
-import time
-from collections.abc import Callable
 from functools import partial
 
 import torch
+from bench_cpu_attention import best_seconds
 
 from radixlm.kernels.cpu_layer_ops import load_cpu_layer_ops
 
 KV_HEADS, HEAD_DIM, LAYERS, SLOTS = 3, 64, 30, 70_000
-
-
-def best_ms(fn: Callable[[], object], rounds: int) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(rounds):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best * 1e3
 
 
 Buffers = list[tuple[torch.Tensor, torch.Tensor]]
@@ -62,9 +51,9 @@ def main() -> None:
         k = qkv[:, 3 * width : 4 * width].view(tokens, KV_HEADS, HEAD_DIM)
         v = qkv[:, 4 * width :].view(tokens, KV_HEADS, HEAD_DIM)
         loc = torch.randperm(SLOTS, generator=torch.Generator().manual_seed(0))[:tokens]
-        ours = best_ms(partial(store_compiled, ops, buffers, loc, k, v), args.rounds)
-        theirs = best_ms(partial(store_with_torch, buffers, loc, k, v), args.rounds)
-        print(f"{tokens:>6} {ours:>12.2f} {theirs:>9.2f} {theirs / ours:>5.1f}x")
+        ours = best_seconds(partial(store_compiled, ops, buffers, loc, k, v), args.rounds)
+        theirs = best_seconds(partial(store_with_torch, buffers, loc, k, v), args.rounds)
+        print(f"{tokens:>6} {ours * 1e3:>12.2f} {theirs * 1e3:>9.2f} {theirs / ours:>5.1f}x")
 
 
 if __name__ == "__main__":
