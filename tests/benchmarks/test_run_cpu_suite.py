@@ -55,7 +55,7 @@ def test_report_computes_the_issue_ratios(suite: ModuleType) -> None:
     }  # fmt: skip
     server = {
         "random_c1": _serving(40.0, 20.0),  # decode 1000 / 20 ms = 50 tok/s
-        "random_c32": _serving(600.0, 50.0),
+        "random_c32": _serving(600.0, 50.0) | {"output_throughput_runs": [580.0, 600.0]},
         "gsp_radix": _serving(300.0, 30.0, hit=0.80, ideal=0.834),
         "gsp_no_radix": _serving(100.0, 60.0, hit=0.0, ideal=0.834),
     }
@@ -74,6 +74,7 @@ def test_report_computes_the_issue_ratios(suite: ModuleType) -> None:
     assert "| 300.0 | 100.0 | 3.00× | ≥ 3× |" in table  # shared prefix, radix on vs off
     assert "| 80.0 | 83.4 | -3.4 pts |" in table
     assert "| llama_cpp | 1 | 256 | 128 | 0.50 | 100.0 | 110.0 | 100.0, 95.0, 101.0 |" in table
+    assert "| random_c32 | 8 | 600.0 | 1800.0 | 100.0 | 50.0 | 2000.0 | – | 580.0, 600.0 |" in table
 
 
 def test_report_marks_missing_measurements(suite: ModuleType) -> None:
@@ -88,6 +89,9 @@ def test_report_marks_missing_measurements(suite: ModuleType) -> None:
 
 def test_median_run_keeps_the_middle_run_and_every_figure(suite: ModuleType) -> None:
     runs = [_peer(1, 256, tps, tps + 1) for tps in (90.0, 10.0, 100.0)]
-    row = suite.median_run(runs)
+    row = suite.median_run(runs, "output_tok_s")
     assert row["output_tok_s"] == 90.0 and row["decode_tok_s"] == 91.0
     assert row["output_tok_s_runs"] == [90.0, 10.0, 100.0]
+    ours = suite.median_run([_serving(tps, 20.0) for tps in (300.0, 500.0)], "output_throughput")
+    assert ours["output_throughput"] == 500.0  # an even count: the upper one, as for the peers
+    assert ours["output_throughput_runs"] == [300.0, 500.0]
