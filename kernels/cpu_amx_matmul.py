@@ -39,7 +39,7 @@ import torch.nn.functional as F
 
 from radixlm.kernels.cpu_extension import load_cpu_extension
 from radixlm.kernels.cpu_quant_matmul import q4_1_values
-from radixlm.kernels.cpu_simd import EXP8_SOURCE
+from radixlm.kernels.cpu_simd import BF16_SOURCE, EXP8_SOURCE
 
 K_BLOCK = 32  # inputs per tile
 N_BLOCK = 32  # outputs per pass over K (two weight tiles)
@@ -60,6 +60,7 @@ _SOURCE = (
 #endif
 """
     + EXP8_SOURCE
+    + BF16_SOURCE
     + r"""
 
 constexpr int kTileRows = 16, kTileBytes = 64;  // 16 floats, or 32 bfloat16
@@ -151,28 +152,21 @@ static inline void store_silu_mul(int blocks, int rows, float* out, int64_t n_ou
                                                        _mm256_load_ps(&scratch[r][16 + j])));
 }
 
-// x.to(bfloat16) (round to nearest even, as torch), without torch's dispatch and thread pool
+// x.to(bfloat16) (to_bf16_values: torch's rounding), without torch's dispatch and thread pool
 // for the few rows of a decode pass: ~10 us a call there, four calls a layer.
 static torch::Tensor to_bf16(const torch::Tensor& x) {
   constexpr int64_t kSerialElements = 1 << 16;
   auto out = torch::empty(x.sizes(), x.options().dtype(torch::kBFloat16));
   const float* src = x.data_ptr<float>();
   at::BFloat16* dst = out.data_ptr<at::BFloat16>();
-  const auto convert = [&](int64_t begin, int64_t end) {
-    int64_t i = begin;
-    for (; i + 32 <= end; i += 32) {
-      const __m512bh pair =
-          _mm512_cvtne2ps_pbh(_mm512_loadu_ps(src + i + 16), _mm512_loadu_ps(src + i));
-      _mm512_storeu_si512(dst + i, (__m512i)pair);
-    }
-    for (; i < end; ++i) dst[i] = at::BFloat16(src[i]);
-  };
   const int64_t n = x.numel();
   if (n <= kSerialElements)
-    convert(0, n);
+    to_bf16_values(src, dst, n);
   else
-    at::parallel_for(0, n / 32, kSerialElements / 32,
-                     [&](int64_t b, int64_t e) { convert(b * 32, e == n / 32 ? n : e * 32); });
+    at::parallel_for(0, n / 32, kSerialElements / 32, [&](int64_t b, int64_t e) {
+      const int64_t end = e == n / 32 ? n : e * 32;
+      to_bf16_values(src + b * 32, dst + b * 32, end - b * 32);
+    });
   return out;
 }
 

@@ -19,7 +19,7 @@ from types import ModuleType
 import torch
 
 from radixlm.kernels.cpu_extension import load_cpu_extension
-from radixlm.kernels.cpu_simd import EXP8_SOURCE
+from radixlm.kernels.cpu_simd import BF16_SOURCE, EXP8_SOURCE
 
 _SOURCE = (
     r"""
@@ -36,6 +36,9 @@ _SOURCE = (
     + EXP8_SOURCE
     + r"""
 #endif
+"""
+    + BF16_SOURCE
+    + r"""
 
 constexpr int64_t kRowsPerTask = 16;  // small batches stay on one thread
 
@@ -240,31 +243,17 @@ torch::Tensor silu_and_mul(torch::Tensor gate_up) {
   return out;
 }
 
-// to[0, n) = from[0, n) converted, where a vector loop can: returns how many it did. float32
-// -> bfloat16 is c10's round to nearest even in integer steps (denormals kept, as torch keeps
-// them; the CPU's bfloat16 conversion instruction would flush them), a NaN stays a NaN.
+// to[0, n) = from[0, n) converted, where a vector loop can: returns how many it did (float32 ->
+// bfloat16 with torch's rounding, to_bf16_values).
 template <typename In, typename Out>
 static inline int64_t convert_prefix(const In* from, Out* to, int64_t n) {
   if constexpr (std::is_same_v<In, Out>) {
     std::memcpy(to, from, n * sizeof(In));
     return n;
+  } else if constexpr (std::is_same_v<In, float> && std::is_same_v<Out, at::BFloat16>) {
+    to_bf16_values(from, to, n);
+    return n;
   }
-#if defined(__AVX512F__)
-  if constexpr (std::is_same_v<In, float> && std::is_same_v<Out, at::BFloat16>) {
-    const __m512i one = _mm512_set1_epi32(1), bias = _mm512_set1_epi32(0x7FFF);
-    int64_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-      const __m512 x = _mm512_loadu_ps(from + i);
-      const __m512i bits = _mm512_castps_si512(x);
-      const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(bits, 16), one);
-      __m512i rounded = _mm512_srli_epi32(_mm512_add_epi32(bits, _mm512_add_epi32(bias, odd)), 16);
-      rounded = _mm512_mask_mov_epi32(rounded, _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q),
-                                      _mm512_set1_epi32(0x7FC0));
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(to + i), _mm512_cvtepi32_epi16(rounded));
-    }
-    return i;
-  }
-#endif
   return 0;
 }
 

@@ -69,3 +69,31 @@ static inline __m256 silu_mul8(__m256 g, __m256 up) {
   return _mm256_mul_ps(_mm256_div_ps(g, _mm256_add_ps(_mm256_set1_ps(1.f), e)), up);
 }
 """
+
+# float32 -> bfloat16 as torch rounds (c10: to nearest even, denormals kept), one definition for
+# every kernel that converts (activations for the AMX tiles, K/V rows into the pool). The
+# AVX512-BF16 instruction rounds the same way but flushes denormals: a 32-value block holding
+# one goes value by value (they are rare). A NaN stays a NaN (its payload may differ).
+BF16_SOURCE = r"""
+#include <immintrin.h>
+
+static inline void to_bf16_values(const float* src, at::BFloat16* dst, int64_t n) {
+  int64_t i = 0;
+#if defined(__AVX512BF16__)
+  const __m512 smallest_normal = _mm512_set1_ps(1.17549435e-38f);
+  const auto denormals = [&](__m512 x) {
+    return _mm512_cmp_ps_mask(_mm512_abs_ps(x), smallest_normal, _CMP_LT_OQ) &
+           _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_NEQ_UQ);
+  };
+  for (; i + 32 <= n; i += 32) {
+    const __m512 low = _mm512_loadu_ps(src + i), high = _mm512_loadu_ps(src + i + 16);
+    if (denormals(low) | denormals(high)) {
+      for (int j = 0; j < 32; ++j) dst[i + j] = at::BFloat16(src[i + j]);
+      continue;
+    }
+    _mm512_storeu_si512(dst + i, (__m512i)_mm512_cvtne2ps_pbh(high, low));
+  }
+#endif
+  for (; i < n; ++i) dst[i] = at::BFloat16(src[i]);
+}
+"""
