@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 import torch
 
 from radixlm.kernels.cpu_amx_matmul import load_cpu_amx_matmul
+from radixlm.kernels.cpu_decoder import load_cpu_decoder
 from radixlm.kernels.cpu_dense_matmul import load_cpu_dense_matmul
 from radixlm.kernels.cpu_layer_ops import load_cpu_layer_ops
 from radixlm.kernels.cpu_paged_attention import load_cpu_paged_attention
@@ -26,6 +27,7 @@ from radixlm.runtime.memory_pool import KVCache, KVSlotAllocator, ReqToTokenPool
 from radixlm.runtime.model_config import ModelConfig
 from radixlm.runtime.model_loader.resolve import ResolvedModel
 from radixlm.runtime.model_loader.weights import init_dummy_weights, iter_safetensors
+from radixlm.runtime.models.cpu_decoder import build_cpu_decoder
 from radixlm.runtime.models.registry import get_model_class
 from radixlm.runtime.server_args import QUANTIZATIONS
 
@@ -96,7 +98,7 @@ def _start_cpu_kernel_builds(dtype: torch.dtype, quantization: str) -> list[thre
     if dtype in (torch.float32, torch.bfloat16):
         loaders.append(load_cpu_layer_ops)
     if dtype == torch.float32:
-        loaders.append(load_cpu_dense_matmul)
+        loaders += [load_cpu_dense_matmul, load_cpu_decoder]
     if quantization == "int4" and not native_bf16_matmul():
         loaders.append(load_cpu_quant_matmul)
     if native_bf16_matmul() and (dtype == torch.bfloat16 or quantization == "int4"):
@@ -174,6 +176,10 @@ class ModelRunner:
         self.attn_backend = get_attention_backend_class(attention_backend)(
             self.kv_cache, self.req_to_token_pool
         )
+        if self.device.type == "cpu":
+            for thread in kernel_builds:
+                thread.join()  # the compiled loop calls the kernels these threads build
+            self.model.model.cpu_decoder = build_cpu_decoder(self.model.model, self.kv_cache)
         self.cuda_graph_runner: CudaGraphRunner | None = None
         if (
             cuda_graph_max_bs

@@ -37,6 +37,12 @@ class AttentionBackend(ABC):
     ) -> torch.Tensor:  # (num_tokens, num_heads, head_dim)
         """Writes k/v at the batch's ``out_cache_loc``, then attends."""
 
+    def cpu_kernel_inputs(self) -> tuple[torch.Tensor, ...] | None:
+        """For the compiled CPU decoder loop (kernels/cpu_decoder.py), which attends with the
+        compiled CPU kernel itself: the prepared batch's ``(out_cache_loc, slots, seq_lens,
+        extend_lens)`` where this backend would use that kernel too, else None."""
+        return None
+
     # CUDA graphs (runtime/cuda_graph_runner.py). A backend that supports them keeps every
     # tensor a captured decode pass reads in buffers it allocates once, here.
     supports_cuda_graph = False

@@ -228,6 +228,12 @@ class TorchAttentionBackend(AttentionBackend):
             rows_tensor = torch.tensor(token_rows, dtype=torch.int64, device=device)
         return _DecodeGroup(rows_tensor, slots, group_seq_lens, max_len, mask)
 
+    def cpu_kernel_inputs(self) -> tuple[torch.Tensor, ...] | None:
+        batch = self._kernel_batch
+        if self._cpu_kernel is None or batch is None:
+            return None
+        return self._out_cache_loc, batch.slots, batch.seq_lens, batch.extend_lens
+
     def forward(
         self,
         q: torch.Tensor,

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
@@ -50,28 +51,55 @@ def dense_cpu_supported(device: torch.device, dtype: torch.dtype) -> bool:
     return dtype == torch.float32 or (dtype == torch.bfloat16 and native_bf16_matmul())
 
 
+@dataclass(frozen=True)
+class MatmulRoute:
+    """One way a CPU weight runs ``x @ W^T``: a compiled ``kernel(rows, *weights[, width])``
+    for passes of up to ``max_rows`` rows (None: any number). The compiled decoder loop
+    (kernels/cpu_decoder.py) calls the kernels of routes with a width directly."""
+
+    max_rows: int | None
+    kernel: Callable[..., torch.Tensor]
+    weights: tuple[torch.Tensor, ...]
+    width: int | None
+
+    def takes(self, rows: int) -> bool:
+        return self.max_rows is None or rows <= self.max_rows
+
+    def run(self, rows: torch.Tensor) -> torch.Tensor:
+        """The kernel on 2-D contiguous ``rows``."""
+        if self.width is None:
+            return self.kernel(rows, *self.weights)
+        return self.kernel(rows, *self.weights, self.width)
+
+
 class KernelCpuWeight:
     """A (out_features, in_features) weight packed once for one of our CPU matmul kernels:
-    ``matmul(rows, packed, out_features)``. With ``silu_fused`` the weight is a fused
-    ``[gate | up]`` of 2 * out_features rows and the kernel returns silu(gate) * up."""
+    ``kernel(rows, packed, kernel_width)``. With ``silu_fused`` the weight is a fused
+    ``[gate | up]`` of ``kernel_width`` = 2 * out_features rows and the kernel returns
+    silu(gate) * up."""
 
     def __init__(
         self,
         packed: torch.Tensor,
         out_features: int,
-        matmul: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor],
+        kernel: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor],
         silu_fused: bool = False,
     ) -> None:
         self.packed = packed
         self.out_features = out_features
-        self._matmul = matmul
         self.silu_fused = silu_fused
+        width = 2 * out_features if silu_fused else out_features
+        self._route = MatmulRoute(None, kernel, (packed,), width)
 
     def matmul(self, x: torch.Tensor) -> torch.Tensor:
         """``x @ W^T`` (any leading dims), in ``x``'s dtype."""
-        rows = x.reshape(-1, x.shape[-1]).contiguous()
-        out = self._matmul(rows, self.packed, self.out_features)
+        out = self._route.run(x.reshape(-1, x.shape[-1]).contiguous())
         return out.view(*x.shape[:-1], self.out_features)
+
+    def routes(self) -> list[MatmulRoute] | None:
+        """The routes a pass takes (the first that takes its rows), or None where one is not a
+        compiled kernel."""
+        return [self._route]
 
     def nbytes(self) -> int:
         return self.packed.numel() * self.packed.element_size()
@@ -85,6 +113,9 @@ class OneDnnCpuWeight:
     def __init__(self, weight: torch.Tensor) -> None:
         self.dtype = weight.dtype
         self.packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), None)
+
+    def routes(self) -> None:
+        return None  # oneDNN's, not ours
 
     def matmul(self, x: torch.Tensor) -> torch.Tensor:
         """``x @ W^T`` (any float dtype, any leading dims): ``x`` rounded to the weight's dtype,
@@ -126,10 +157,5 @@ def amx_cpu_weight(tiles: torch.Tensor, out_features: int, silu_fused: bool) -> 
     amx = load_cpu_amx_matmul()
     assert amx is not None, "callers check that the AMX kernel builds"
     if silu_fused:
-        return KernelCpuWeight(
-            tiles,
-            out_features // 2,
-            lambda x, packed, width: amx.amx_matmul_silu(x, packed, 2 * width),
-            silu_fused=True,
-        )
+        return KernelCpuWeight(tiles, out_features // 2, amx.amx_matmul_silu, silu_fused=True)
     return KernelCpuWeight(tiles, out_features, amx.amx_matmul)

@@ -45,6 +45,7 @@ from radixlm.kernels.cpu_quant_matmul import (
 )
 from radixlm.runtime.layers.dense_cpu import (
     CpuWeight,
+    MatmulRoute,
     amx_cpu_weight,
     native_bf16_matmul,
     pack_cpu_weight,
@@ -79,7 +80,7 @@ class QuantizedWeight:
         """``gated``: a fused ``[gate | up]`` weight; where the AMX kernels can, ``matmul``
         then returns silu(gate) * up (``silu_fused``, see dense_cpu.py)."""
         self.blocks: tuple[torch.Tensor, ...] = ()
-        self.max_kernel_rows = 0  # no kernel: every pass takes the dense copy
+        self._route: MatmulRoute | None = None  # None: every pass takes the dense copy
         if native_bf16_matmul():
             self._use_amx(weight, quant_format, gated)
             return
@@ -89,8 +90,8 @@ class QuantizedWeight:
         kernels = load_cpu_quant_matmul()
         if kernels is not None:
             self.blocks = (qs, scales)
-            self._kernel = kernels.q4_1_matmul if quant_format == "q4_1" else kernels.q8_0_matmul
-            self.max_kernel_rows = KERNEL_MAX_ROWS
+            kernel = kernels.q4_1_matmul if quant_format == "q4_1" else kernels.q8_0_matmul
+            self._route = MatmulRoute(KERNEL_MAX_ROWS, kernel, self.blocks, None)
 
     def _use_amx(self, weight: torch.Tensor, quant_format: QuantFormat, gated: bool) -> None:
         out_features, in_features = weight.shape
@@ -105,17 +106,28 @@ class QuantizedWeight:
             weight = interleave_gate_up(weight)  # row order only: the same blocks
         kernel = amx.amx_q4_1_matmul_silu if self.silu_fused else amx.amx_q4_1_matmul
         self.blocks = pack_amx_q4_1(*pack_q4_1(weight))
-        self._kernel = lambda x, q, dm: kernel(x, q, dm, out_features)
-        self.max_kernel_rows = AMX_KERNEL_MAX_ROWS
+        self._route = MatmulRoute(AMX_KERNEL_MAX_ROWS, kernel, self.blocks, out_features)
         # The kernel's own dequantization, so that the copy's weights are the kernel's bits.
         tiles = amx.amx_q4_1_to_bf16(*self.blocks)
         self.dense_copy = amx_cpu_weight(tiles, out_features, self.silu_fused)
 
+    @property
+    def max_kernel_rows(self) -> int:
+        """Passes of up to this many rows take the block kernel (0: no kernel)."""
+        return 0 if self._route is None else self._route.max_rows or 0
+
     def matmul(self, x: torch.Tensor) -> torch.Tensor:
         """``x @ W^T`` (2-D, float32); silu(gate) * up of it if ``silu_fused``."""
-        if x.shape[0] <= self.max_kernel_rows:
-            return self._kernel(x.contiguous(), *self.blocks)
+        if self._route is not None and self._route.takes(x.shape[0]):
+            return self._route.run(x.contiguous())
         return self.dense_copy.matmul(x)
+
+    def routes(self) -> list[MatmulRoute] | None:
+        """As ``KernelCpuWeight.routes``: the block kernel's, then the dense copy's."""
+        dense = self.dense_copy.routes()
+        if self._route is None or dense is None:
+            return dense
+        return None if self._route.width is None else [self._route, *dense]
 
     def nbytes(self) -> int:
         """Bytes a decode step of one row reads (the blocks, or the dense copy)."""

@@ -140,12 +140,18 @@ class LlamaModel(nn.Module):
             LlamaDecoderLayer(config, i, tp_rank, tp_size) for i in range(config.num_layers)
         )
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        # The layers and the final norm as one compiled loop on CPU, set by the runner where
+        # every piece of them runs on our kernels (runtime/models/cpu_decoder.py).
+        self.cpu_decoder = None
 
     def forward(
         self, input_ids: torch.Tensor, positions: torch.Tensor, attn_backend: AttentionBackend
     ) -> torch.Tensor:
         hidden_states = self.embed_tokens(input_ids)  # (num_tokens, hidden)
         cos, sin_signed = self.rotary_emb(positions)  # once per batch, shared by all layers
+        kernel_inputs = None if self.cpu_decoder is None else attn_backend.cpu_kernel_inputs()
+        if kernel_inputs is not None:
+            return self.cpu_decoder.forward(hidden_states, cos, sin_signed, *kernel_inputs)
         residual = None
         for layer in self.layers:
             hidden_states, residual = layer(hidden_states, residual, cos, sin_signed, attn_backend)
