@@ -9,18 +9,21 @@ each K/V row where it lies and serves a whole batch, any mix of decode and prefi
 
 Work items are (sequence, up to 8 consecutive new tokens, every KV head), costliest first,
 handed out one at a time to torch's intra-op threads (causal items differ in cost by up to the
-sequence length); a batch with too few of them for the threads splits them per KV head. Each
-key's K row (all the item's heads: one sequential read of the pool's row) is read once for all
-the item's query rows (per head, its group of query heads x its tokens), bfloat16 widened in
-registers; a row's score is one FMA chain per lane over its head's vectors, eight keys' lanes
-summed in one transpose. (One pass per head instead, strided over the pool: 5 % slower on
-decode, 32 x 320 tokens, 30 layers from DRAM.) Each V
-row is likewise read once per chunk of up to 4 query rows, whose accumulators stay in
-registers. (The kernel before widened 64 K / V rows into an L2 buffer and re-read them per
-query row: 2.6x slower on decode, 32 sequences of 320 tokens.) The softmax's exponentials are
-vectorized (std::exp is scalar). A query row's arithmetic depends only on its own query and
-keys (probabilities past a row's last key are exact zeros), so a token gets the same bits alone
-or batched, and as a decode row or inside a prefill chunk. 16-wide vectors with AVX-512, else
+sequence length); a batch with too few of them for the threads splits them per KV head. Keys
+go in blocks of 16 (8 with AVX2): a block's K rows (prefetched two blocks ahead, each pool row
+read once for all the item's heads) are widened to float32 once into L1 for all the item's
+query rows (per head, its group of query heads x its tokens); a row's score is one FMA chain per
+lane over its head's vectors, the query held in registers, and the block's 16 dot vectors are
+summed across lanes in one fixed tree in registers. (Before, each key's dot vectors went
+through memory per row and eight keys were summed at a time, the same additions: a prefill of
+2 x 256 tokens 1.14-1.25x slower, 8 x 64 tokens over 576 1.13-1.20x, decode 32 x 320 from DRAM
+the same.) Each V row is read once per chunk of up to 6 query rows (4 with AVX2),
+whose accumulators stay in registers. (The kernel before widened 64 K / V rows into an L2
+buffer and re-read them per query row: 2.6x slower on decode, 32 sequences of 320 tokens.)
+The softmax's exponentials are vectorized, 16 at a time (std::exp is scalar). A query row's
+arithmetic depends only on its own query and keys (probabilities past a row's last key are
+exact zeros), so a token gets the same bits alone or batched, and as a decode row or inside a
+prefill chunk. 16-wide vectors with AVX-512, else
 8. Built once per machine with torch's C++ extension loader (cached under
 ``~/.cache/torch_extensions``); ``load_cpu_paged_attention`` returns None when no compiler is
 available, and callers keep the torch path.
@@ -70,6 +73,31 @@ static inline __m256 sum_each(const __m256* v) {
   return _mm256_add_ps(_mm256_permute2f128_ps(a, b, 0x20), _mm256_permute2f128_ps(a, b, 0x31));
 }
 
+// Lane j of the result is the sum of the lanes of d[j], for kLanes keys' dot vectors d: with
+// 16 lanes, each key's lanes l and l + 8 first (fold), then the tree of sum_each, for 16 keys
+// at once in registers (exactly the additions of fold + sum_each, in the same order).
+#if defined(__AVX512F__)
+static inline __m512 pair_sums(__m512 a, __m512 b) {  // hadd per 128-bit lane
+  return _mm512_add_ps(_mm512_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0)),
+                       _mm512_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+static inline __m512 sum_lanes_of_keys(const __m512* d) {
+  __m512 folded[8], pairs[4];
+  for (int j = 0; j < 8; ++j)  // key j's folded lanes in lanes 0-7, key j + 8's in 8-15
+    folded[j] = _mm512_add_ps(_mm512_shuffle_f32x4(d[j], d[j + 8], 0x44),
+                              _mm512_shuffle_f32x4(d[j], d[j + 8], 0xEE));
+  for (int j = 0; j < 4; ++j) pairs[j] = pair_sums(folded[2 * j], folded[2 * j + 1]);
+  const __m512 low = pair_sums(pairs[0], pairs[1]);   // keys 0-3 and 8-11: lanes 0-3, 4-7
+  const __m512 high = pair_sums(pairs[2], pairs[3]);  // keys 4-7 and 12-15
+  const __m512 sums = _mm512_add_ps(_mm512_shuffle_f32x4(low, high, 0x88),
+                                    _mm512_shuffle_f32x4(low, high, 0xDD));
+  return _mm512_shuffle_f32x4(sums, sums, 0xD8);  // keys 0-3, 8-11, 4-7, 12-15 -> in order
+}
+#else
+static inline __m256 sum_lanes_of_keys(const __m256* d) { return sum_each(d); }
+#endif
+
 static inline float reduce(__m256 v, __m128 (*op)(__m128, __m128)) {
   __m128 x = op(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   x = op(x, _mm_movehl_ps(x, x));
@@ -85,10 +113,40 @@ static inline float max_of(const float* s, int64_t n) {
   return peak;
 }
 
-// s[t] = e^(s[t] - peak) for t < n; returns their sum.
+#if defined(__AVX512F__)
+// exp8's arithmetic on 16 lanes (the same operations lane by lane: the same bits).
+static inline __m512 exp16(__m512 x) {
+  x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.3f)), _mm512_set1_ps(88.3f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+  p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.f)));
+  const __m512i two_n = _mm512_slli_epi32(
+      _mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
+  return _mm512_mul_ps(p, _mm512_castsi512_ps(two_n));
+}
+#endif
+
+// s[t] = e^(s[t] - peak) for t < n; returns their sum: 8 running lane sums (t mod 8, in order
+// of t), then reduce's tree, then the last n mod 8 values one by one.
 static inline float exp_in_place(float* s, int64_t n, float peak) {
   __m256 total = _mm256_setzero_ps();
   int64_t t = 0;
+#if defined(__AVX512F__)
+  for (; t + 16 <= n; t += 16) {
+    const __m512 e = exp16(_mm512_sub_ps(_mm512_loadu_ps(s + t), _mm512_set1_ps(peak)));
+    _mm512_storeu_ps(s + t, e);
+    total = _mm256_add_ps(total, _mm512_castps512_ps256(e));
+    total = _mm256_add_ps(total, _mm512_extractf32x8_ps(e, 1));
+  }
+#endif
   for (; t + 8 <= n; t += 8) {
     const __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(s + t), _mm256_set1_ps(peak)));
     _mm256_storeu_ps(s + t, e);
@@ -99,7 +157,7 @@ static inline float exp_in_place(float* s, int64_t n, float peak) {
   return sum;
 }
 
-constexpr int64_t kPrefetch = 16;  // keys ahead: 8 left DRAM bandwidth unused (14 vs 20 GB/s)
+constexpr int64_t kPrefetch = 32;  // keys ahead (two key blocks): 16 left decode from DRAM 4 % slower
 
 template <typename KV>
 static inline void prefetch_row(const KV* row, int64_t n) {
@@ -123,43 +181,50 @@ struct HeadRows {
 };
 
 // scores[(h * rows + r) * padded + t] = scale * q_hr . k_ht for t < len and each of the `nh`
-// heads of one sequence, 8 keys at a time: each key's row is read once (every head, in one
-// pass over the pool) for every query row; a row's dot product is one FMA chain per lane over
-// its V vectors, summed across lanes in one fixed tree (sum_each). Rows past their visible keys
-// get scores that are never read.
+// heads of one sequence, kLanes keys at a time: the block's K rows (each pool row read once,
+// every head's part) are widened to float32 once (`block`, in L1) for all the query rows; a
+// row's dot product with a key is one FMA chain per lane over its V vectors, and the block's
+// kLanes of them are summed across lanes in one fixed tree (sum_lanes_of_keys), the query's
+// vectors held in registers. Keys past len
+// (up to the block's end) and rows past their visible keys get scores that are never read.
 template <int V, typename KV>
 static void scores_of(const HeadRows<KV>* heads, int64_t nh, float scale, int64_t padded,
-                      float* scores, std::vector<__m256>& partial) {
+                      float* scores, std::vector<float>& block) {
   const int64_t len = heads[0].len, rows = heads[0].rows;
-  partial.resize(nh * rows * 8);
-  for (int64_t t0 = 0; t0 < len; t0 += 8) {
-    const int64_t m = std::min<int64_t>(8, len - t0);
-    for (int64_t j = 0; j < 8; ++j) {
-      if (j >= m) {
-        for (int64_t i = 0; i < nh * rows; ++i) partial[i * 8 + j] = _mm256_setzero_ps();
-        continue;
-      }
+  constexpr int64_t kKeyFloats = V * kLanes;  // one head's part of a key row
+  block.resize(nh * kLanes * kKeyFloats);
+  for (int64_t t0 = 0; t0 < len; t0 += kLanes) {
+    const int64_t m = std::min<int64_t>(kLanes, len - t0);
+    for (int64_t j = 0; j < kLanes; ++j) {
       const int64_t t = t0 + j;
       if (t + kPrefetch < len)
         prefetch_row(heads[0].k + heads[0].slots[t + kPrefetch] * heads[0].stride,
-                     nh * V * kLanes);
+                     nh * kKeyFloats);
       for (int64_t h = 0; h < nh; ++h) {
-        const KV* row = heads[h].k + heads[h].slots[t] * heads[h].stride;
-        Vec key[V];
+        const KV* row = heads[h].k + heads[h].slots[std::min(t, len - 1)] * heads[h].stride;
+        float* dst = block.data() + (h * kLanes + j) * kKeyFloats;
 #pragma GCC unroll 16
-        for (int i = 0; i < V; ++i) key[i] = vload(row + i * kLanes);
-        for (int64_t r = 0; r < rows; ++r) {
-          const float* q = heads[h].q[r];
-          Vec dot = vmul(vload(q), key[0]);
-#pragma GCC unroll 16
-          for (int i = 1; i < V; ++i) dot = vfma(vload(q + i * kLanes), key[i], dot);
-          partial[(h * rows + r) * 8 + j] = fold(dot);
-        }
+        for (int i = 0; i < V; ++i)
+          vstore(dst + i * kLanes, j < m ? vload(row + i * kLanes) : vzero());
       }
     }
-    for (int64_t i = 0; i < nh * rows; ++i)
-      _mm256_storeu_ps(scores + i * padded + t0,
-                       _mm256_mul_ps(sum_each(&partial[i * 8]), _mm256_set1_ps(scale)));
+    for (int64_t h = 0; h < nh; ++h) {
+      const float* keys = block.data() + h * kLanes * kKeyFloats;
+      for (int64_t r = 0; r < rows; ++r) {
+        Vec query[V], dot[kLanes];
+#pragma GCC unroll 16
+        for (int i = 0; i < V; ++i) query[i] = vload(heads[h].q[r] + i * kLanes);
+#pragma GCC unroll 16
+        for (int j = 0; j < kLanes; ++j) {
+          const float* key = keys + j * kKeyFloats;
+          dot[j] = vmul(query[0], vload(key));
+#pragma GCC unroll 16
+          for (int i = 1; i < V; ++i) dot[j] = vfma(query[i], vload(key + i * kLanes), dot[j]);
+        }
+        vstore(scores + (h * rows + r) * padded + t0,
+               vmul(sum_lanes_of_keys(dot), vbroadcast(scale)));
+      }
+    }
   }
 }
 
@@ -204,21 +269,22 @@ static void values_of_rows(int n, const HeadRows<KV>& h, int64_t first, const fl
   }
 }
 
-// Rows per values_of call: C x V accumulators plus V value vectors within the registers.
+// Rows per values_of call: C x V accumulators, V value vectors and a weight within the
+// registers (32 with AVX-512, 16 with AVX2).
 template <int V>
-constexpr int kChunkRows = std::clamp((kLanes == 16 ? 16 : 8) / V, 1, 4);
+constexpr int kChunkRows = kLanes == 16 ? std::clamp((30 - V) / V, 1, 6) : std::clamp(8 / V, 1, 4);
 
 // Attention of `nh` consecutive KV heads of one sequence (heads[h]: the same rows, keys and
 // visible counts; their own q, K/V and out rows).
 template <int V, typename KV>
 static void attend(const HeadRows<KV>* heads, int64_t nh, float scale,
-                   std::vector<float>& scores, std::vector<__m256>& partial,
+                   std::vector<float>& scores, std::vector<float>& block,
                    std::vector<float>& totals, float* const* out) {
   const int64_t len = heads[0].len, rows = heads[0].rows;
   const int64_t* visible = heads[0].visible;
-  const int64_t padded = len + 8;  // room for a last 8-key store
+  const int64_t padded = len + kLanes;  // room for a last block's store
   scores.resize(nh * rows * padded);
-  scores_of<V>(heads, nh, scale, padded, scores.data(), partial);
+  scores_of<V>(heads, nh, scale, padded, scores.data(), block);
   totals.resize(nh * rows);
   for (int64_t i = 0; i < nh * rows; ++i) {  // softmax, kept unnormalised until the end
     float* s = scores.data() + i * padded;
@@ -270,8 +336,7 @@ static void run(const float* q, int64_t q_stride, const KV* k, const KV* v, cons
                    [](const Item& a, const Item& b) { return a.cost > b.cost; });
   std::atomic<int64_t> next{0};
   at::parallel_for(0, at::get_num_threads(), 1, [&](int64_t, int64_t) {
-    std::vector<float> scores, totals;
-    std::vector<__m256> partial;
+    std::vector<float> scores, totals, block;
     std::vector<int64_t> visible;
     std::vector<const float*> q_rows;
     std::vector<float*> out_rows;
@@ -298,7 +363,7 @@ static void run(const float* q, int64_t q_stride, const KV* k, const KV* v, cons
                          slots + b * max_len, prefix + item.first_token + item.num_tokens, rows,
                          q_rows.data() + first, visible.data()});
       }
-      attend<V>(heads.data(), nh, scale, scores, partial, totals, out_rows.data());
+      attend<V>(heads.data(), nh, scale, scores, block, totals, out_rows.data());
     }
   });
 }

@@ -2,7 +2,7 @@
 torch/extension.h)."""
 
 # float32 vectors: 16 lanes where the CPU has AVX-512, else 8 (AVX2). bfloat16 is the upper half
-# of a float32, so its rows widen by a shift. fold() brings a vector to 8 lanes (adds halves).
+# of a float32, so its rows widen by a shift.
 VEC_SOURCE = r"""
 #include <immintrin.h>
 
@@ -19,9 +19,6 @@ static inline Vec vzero() { return _mm512_setzero_ps(); }
 static inline Vec vmul(Vec a, Vec b) { return _mm512_mul_ps(a, b); }
 static inline Vec vfma(Vec a, Vec b, Vec c) { return _mm512_fmadd_ps(a, b, c); }
 static inline void vstore(float* p, Vec v) { _mm512_storeu_ps(p, v); }
-static inline __m256 fold(Vec v) {
-  return _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
-}
 #else
 using Vec = __m256;
 constexpr int kLanes = 8;
@@ -35,7 +32,6 @@ static inline Vec vzero() { return _mm256_setzero_ps(); }
 static inline Vec vmul(Vec a, Vec b) { return _mm256_mul_ps(a, b); }
 static inline Vec vfma(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, c); }
 static inline void vstore(float* p, Vec v) { _mm256_storeu_ps(p, v); }
-static inline __m256 fold(Vec v) { return v; }
 #endif
 """
 
