@@ -14,6 +14,7 @@ OpenMP workers from spinning against them: 5-10x faster steps on a loaded 2-core
     python benchmarks/bench_decode_step.py --batch-sizes 1,32 --steps 50
     python benchmarks/bench_decode_step.py --model-path qwen2.5-0.5b --load-format dummy
     python benchmarks/bench_decode_step.py --quantization none   # float32 weights
+    python benchmarks/bench_decode_step.py --batch-sizes 32 --context-len 320 --python-layers
 """
 
 from __future__ import annotations
@@ -108,6 +109,12 @@ def main() -> None:
     parser.add_argument(
         "--profile", action="store_true", help="print torch.profiler's op table for one batch size"
     )
+    parser.add_argument(
+        "--python-layers",
+        action="store_true",
+        help="CPU: also time the model's Python layers in place of the compiled loop over them "
+        "(runtime/models/cpu_decoder.py), in alternating rounds",
+    )
     args = parser.parse_args()
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
 
@@ -139,19 +146,32 @@ def main() -> None:
     print(
         f"{'batch':>5} {'median ms/step':>15} {'min ms/step':>12} {'tok/s':>9} {'memory floor ms':>16}"
     )
+    model = runner.model.model
+    # label -> the compiled loop to run the steps with (None: the Python layers)
+    variants = {"": model.cpu_decoder}
+    if args.python_layers and model.cpu_decoder is not None:
+        variants[" (python layers)"] = None
     for batch_size in batch_sizes:
         if args.profile:
             with torch.profiler.profile() as prof:
                 time_decode_steps(runner, batch_size, args.context_len, args.steps, args.warmup)
             print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
-        seconds = time_decode_steps(runner, batch_size, args.context_len, args.steps, args.warmup)
-        median = statistics.median(seconds)
+        seconds: dict[str, list[float]] = {label: [] for label in variants}
+        for _ in range(3 if len(variants) > 1 else 1):  # rounds: the VM's speed drifts
+            for label, decoder in variants.items():
+                model.cpu_decoder = decoder
+                seconds[label] += time_decode_steps(
+                    runner, batch_size, args.context_len, args.steps, args.warmup
+                )
+        model.cpu_decoder = variants[""]
         step_bytes = weight_bytes + batch_size * args.context_len * kv_bytes_per_token
         floor = step_bytes / measure_read_bandwidth(runner.device)
-        print(
-            f"{batch_size:>5} {median * 1e3:>15.2f} {min(seconds) * 1e3:>12.2f} "
-            f"{batch_size / median:>9.1f} {floor * 1e3:>16.2f}"
-        )
+        for label, steps in seconds.items():
+            median = statistics.median(steps)
+            print(
+                f"{batch_size:>5} {median * 1e3:>15.2f} {min(steps) * 1e3:>12.2f} "
+                f"{batch_size / median:>9.1f} {floor * 1e3:>16.2f}{label}"
+            )
 
 
 if __name__ == "__main__":

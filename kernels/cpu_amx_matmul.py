@@ -147,9 +147,8 @@ static inline void store_silu_mul(int blocks, int rows, float* out, int64_t n_ou
     _tile_stored(3, &scratch[kTileRows][16], 32 * 4);
   }
   for (int r = 0; r < rows; ++r)
-    for (int j = 0; j < 16; j += 8)
-      _mm256_storeu_ps(out + r * n_out + j, silu_mul8(_mm256_load_ps(&scratch[r][j]),
-                                                       _mm256_load_ps(&scratch[r][16 + j])));
+    _mm512_storeu_ps(out + r * n_out,
+                     silu_mul16(_mm512_load_ps(&scratch[r][0]), _mm512_load_ps(&scratch[r][16])));
 }
 
 // x.to(bfloat16) (to_bf16_values: torch's rounding), without torch's dispatch and thread pool

@@ -67,12 +67,18 @@ RADIXLM_DEFINE_EXP(exp16, __m512, __m512i, _mm512, _mm512_roundscale_ps, _mm512_
 #endif
 #undef RADIXLM_DEFINE_EXP
 
-// silu(gate) * up for 8 float32 values (SwiGLU's gate; one definition for every kernel that
-// applies it, so they agree to the bit).
-static inline __m256 silu_mul8(__m256 g, __m256 up) {
-  const __m256 e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), g));
-  return _mm256_mul_ps(_mm256_div_ps(g, _mm256_add_ps(_mm256_set1_ps(1.f), e)), up);
-}
+// silu(gate) * up for 8 (silu_mul8) or 16 (silu_mul16, with AVX-512) float32 values: SwiGLU's
+// gate, one definition for every kernel that applies it, so they agree to the bit.
+#define RADIXLM_DEFINE_SILU_MUL(name, V, P, exp)                                              \
+  static inline V name(V g, V up) {                                                          \
+    const V e = exp(P##_sub_ps(P##_setzero_ps(), g));                                         \
+    return P##_mul_ps(P##_div_ps(g, P##_add_ps(P##_set1_ps(1.f), e)), up);                    \
+  }
+RADIXLM_DEFINE_SILU_MUL(silu_mul8, __m256, _mm256, exp8)
+#if defined(__AVX512F__)
+RADIXLM_DEFINE_SILU_MUL(silu_mul16, __m512, _mm512, exp16)
+#endif
+#undef RADIXLM_DEFINE_SILU_MUL
 """
 
 # float32 -> bfloat16 as torch rounds (c10: to nearest even, denormals kept), one definition for
