@@ -9,8 +9,10 @@ Measures, with the embedded SmolLM2-135M-Instruct:
      reports its run with the median output tok/s, so neither side gets more draws of the VM's
      drifting speed than the other;
   2. `generated-shared-prefix` scaled to CPU (8 groups x 16 prompts, 512-token system prompt,
-     64-token question, 32 output tokens) with the radix cache on, then on a fresh server with
-     `--disable-radix-cache`; every server gets `--server-args` (default `--quantization auto`);
+     64-token question, 32 output tokens) with the radix cache on and on a second server with
+     `--disable-radix-cache`, their runs alternating (both servers up, the idle one blocked on
+     its socket), so that the VM's drift falls on both sides alike; every server gets
+     `--server-args` (default `--quantization auto`);
   3. the peers on the same weights: HF transformers `generate` (bf16 and fp32; single stream and
      batch 32) and llama-cpp-python (single stream, from `.venv-bench` when it exists), which
      also runs once before our server: the VM's speed drifts over the run, and the two
@@ -117,11 +119,10 @@ class Server:
         self._log.close()
 
 
-def serving_run(
+def serving_runs(
     url: str, tokenizer: Any, out_file: Path, dataset_args: list[str], repeats: int
-) -> dict[str, Any]:
-    """``repeats`` runs of one workload (each from an empty cache: ``--flush-cache``); the run
-    with the median output tok/s, by the rule the peers' runs follow."""
+) -> list[dict[str, Any]]:
+    """``repeats`` runs of one workload, each from an empty cache (``--flush-cache``)."""
     argv = ["--backend", "radixlm", "--base-url", url, "--disable-tqdm", "--seed", "1",
             "--output-file", str(out_file), *dataset_args]  # fmt: skip
     rows = []
@@ -130,7 +131,7 @@ def serving_run(
             bench_serving.build_parser().parse_args(argv), tokenizer
         )
         rows.append({k: v for k, v in result.items() if not isinstance(v, list)})
-    return median_run(rows, "output_throughput")
+    return rows
 
 
 @dataclass(frozen=True)
@@ -163,27 +164,35 @@ QUICK = Workload(32, 8, 2, 1, (2, 4, 64, 8, 8))
 
 
 def measure_server(args: argparse.Namespace, tokenizer: Any) -> dict[str, Any]:
+    """Each workload's run with the median output tok/s (the rule the peers' runs follow)."""
     workload = QUICK if args.quick else FULL
     repeats = 1 if args.quick else args.repeats
-    results: dict[str, Any] = {}
+    runs: dict[str, list[dict[str, Any]]] = {}
     out_file = args.out_dir / "bench_serving.jsonl"
-    for radix in (True, False):
-        tag = "radix" if radix else "no_radix"
-        flags = [*args.server_args, *([] if radix else ["--disable-radix-cache"])]
-        server = Server(args.port, flags, args.out_dir / f"server_{tag}.log")
-        try:
-            server.wait_ready(args.ready_timeout)
-            if radix:
-                for conc in args.concurrencies:
-                    results[f"random_c{conc}"] = serving_run(
-                        server.url, tokenizer, out_file, workload.random_args(conc), repeats
-                    )
-            results[f"gsp_{tag}"] = serving_run(
-                server.url, tokenizer, out_file, workload.gsp_args(), repeats
+    radix = Server(args.port, args.server_args, args.out_dir / "server_radix.log")
+    try:
+        radix.wait_ready(args.ready_timeout)
+        for conc in args.concurrencies:
+            runs[f"random_c{conc}"] = serving_runs(
+                radix.url, tokenizer, out_file, workload.random_args(conc), repeats
             )
+        no_radix = Server(
+            args.port + 1,
+            [*args.server_args, "--disable-radix-cache"],
+            args.out_dir / "server_no_radix.log",
+        )
+        try:
+            no_radix.wait_ready(args.ready_timeout)
+            for _ in range(repeats):  # alternating: on, off, on, off, ...
+                for tag, server in (("gsp_radix", radix), ("gsp_no_radix", no_radix)):
+                    runs.setdefault(tag, []).extend(
+                        serving_runs(server.url, tokenizer, out_file, workload.gsp_args(), 1)
+                    )
         finally:
-            server.stop()
-    return results
+            no_radix.stop()
+    finally:
+        radix.stop()
+    return {name: median_run(rows, "output_throughput") for name, rows in runs.items()}
 
 
 # ----------------------------------------------------------------------------- peers
@@ -325,7 +334,7 @@ def report(env: dict[str, Any], server: dict[str, Any], peers: dict[str, Any]) -
 
 def main() -> None:
     p = argparse.ArgumentParser(description="radixlm CPU benchmark suite (issue 2)")
-    p.add_argument("--port", type=int, default=31000)
+    p.add_argument("--port", type=int, default=31000, help="ours; the second server gets +1")
     p.add_argument("--out-dir", type=Path, default=BENCH / "results")
     p.add_argument("--concurrencies", type=int, nargs="*", default=list(CONCURRENCIES))
     p.add_argument(
