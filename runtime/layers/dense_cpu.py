@@ -97,8 +97,8 @@ class KernelCpuWeight:
         return out.view(*x.shape[:-1], self.out_features)
 
     def routes(self) -> list[MatmulRoute] | None:
-        """The routes a pass takes (the first that takes its rows), or None where one is not a
-        compiled kernel."""
+        """The ways a pass may run, the first that takes its rows winning (here one, any rows);
+        None where a way is not one of our compiled kernels (``OneDnnCpuWeight``)."""
         return [self._route]
 
     def nbytes(self) -> int:
