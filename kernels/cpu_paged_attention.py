@@ -17,14 +17,13 @@ lane over its head's vectors, the query held in registers, and the block's 16 do
 summed across lanes in one fixed tree in registers. (Before, each key's dot vectors went
 through memory per row and eight keys were summed at a time, the same additions: a prefill of
 2 x 256 tokens 1.14-1.25x slower, 8 x 64 tokens over 576 1.13-1.20x, decode 32 x 320 from DRAM
-the same.) Each V row is read once per chunk of up to 6 query rows (4 with AVX2),
-whose accumulators stay in registers. (The kernel before widened 64 K / V rows into an L2
-buffer and re-read them per query row: 2.6x slower on decode, 32 sequences of 320 tokens.)
-The softmax's exponentials are vectorized, 16 at a time (std::exp is scalar). A query row's
-arithmetic depends only on its own query and keys (probabilities past a row's last key are
-exact zeros), so a token gets the same bits alone or batched, and as a decode row or inside a
-prefill chunk. 16-wide vectors with AVX-512, else
-8. Built once per machine with torch's C++ extension loader (cached under
+the same.) Each V row is read once per chunk of up to 6 query rows (4 with AVX2), whose
+accumulators stay in registers. (The kernel before widened 64 K / V rows into an L2 buffer and
+re-read them per query row: 2.6x slower on decode, 32 sequences of 320 tokens.) The softmax's
+exponentials are vectorized, 16 at a time (std::exp is scalar). A query row's arithmetic
+depends only on its own query and keys (probabilities past a row's last key are exact zeros),
+so a token gets the same bits alone or batched, and as a decode row or inside a prefill chunk.
+16-wide vectors with AVX-512, else 8. Built once per machine with torch's C++ extension loader (cached under
 ``~/.cache/torch_extensions``); ``load_cpu_paged_attention`` returns None when no compiler is
 available, and callers keep the torch path.
 Reference: ``kernels.reference.paged_attention_reference``.
@@ -136,7 +135,8 @@ static inline float exp_in_place(float* s, int64_t n, float peak) {
   return sum;
 }
 
-constexpr int64_t kPrefetch = 32;  // keys ahead (two key blocks): 16 left decode from DRAM 4 % slower
+// Keys ahead (two key blocks); 16 left decode from DRAM 4 % slower.
+constexpr int64_t kPrefetch = 32;
 
 template <typename KV>
 static inline void prefetch_row(const KV* row, int64_t n) {
@@ -164,8 +164,8 @@ struct HeadRows {
 // every head's part) are widened to float32 once (`block`, in L1) for all the query rows; a
 // row's dot product with a key is one FMA chain per lane over its V vectors, and the block's
 // kLanes of them are summed across lanes in one fixed tree (sum_lanes_of_keys), the query's
-// vectors held in registers. Keys past len
-// (up to the block's end) and rows past their visible keys get scores that are never read.
+// vectors held in registers. Keys past len (up to the block's end) and rows past their visible
+// keys get scores that are never read.
 template <int V, typename KV>
 static void scores_of(const HeadRows<KV>* heads, int64_t nh, float scale, int64_t padded,
                       float* scores, std::vector<float>& block) {

@@ -176,9 +176,11 @@ class ModelRunner:
         self.attn_backend = get_attention_backend_class(attention_backend)(
             self.kv_cache, self.req_to_token_pool
         )
+        # Every kernel is ready before the server is (the first request must not wait for a
+        # build), and before the compiled layer loop, which calls them.
+        for thread in kernel_builds:
+            thread.join()
         if self.device.type == "cpu":
-            for thread in kernel_builds:
-                thread.join()  # the compiled loop calls the kernels these threads build
             self.model.model.cpu_decoder = build_cpu_decoder(self.model.model, self.kv_cache)
         self.cuda_graph_runner: CudaGraphRunner | None = None
         if (
@@ -193,9 +195,6 @@ class ModelRunner:
                 min(cuda_graph_max_bs, max_running_requests),
                 self.device,
             )
-        # Every kernel is ready before the server is: the first request must not wait for a build.
-        for thread in kernel_builds:
-            thread.join()
 
     def _pack_cpu_weights(self) -> None:
         prepack = dense_cpu_supported(self.device, self.dtype)
