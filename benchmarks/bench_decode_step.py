@@ -15,6 +15,7 @@ OpenMP workers from spinning against them: 5-10x faster steps on a loaded 2-core
     python benchmarks/bench_decode_step.py --model-path qwen2.5-0.5b --load-format dummy
     python benchmarks/bench_decode_step.py --quantization none   # float32 weights
     python benchmarks/bench_decode_step.py --batch-sizes 32 --context-len 320 --python-layers
+    python benchmarks/bench_decode_step.py --batch-sizes 64 --context-len 608 --shared-prefix-len 576
 """
 
 from __future__ import annotations
@@ -35,16 +36,25 @@ from radixlm.runtime.server_args import DTYPES, QUANTIZATIONS
 
 
 def time_decode_steps(
-    runner: ModelRunner, batch_size: int, context_len: int, num_steps: int, num_warmup: int
+    runner: ModelRunner,
+    batch_size: int,
+    context_len: int,
+    num_steps: int,
+    num_warmup: int,
+    shared_prefix_len: int = 0,
 ) -> list[float]:
-    """Seconds per decode step, warm-up steps excluded. Frees what it allocated."""
+    """Seconds per decode step, warm-up steps excluded. Frees what it allocated. The first
+    ``shared_prefix_len`` context tokens of every sequence are the same KV slots, as when the
+    radix cache shares a system prompt."""
     rows = [runner.req_to_token_pool.alloc() for _ in range(batch_size)]
     assert all(row is not None for row in rows), "raise max_running_requests"
+    shared = runner.token_allocator.alloc(shared_prefix_len) if shared_prefix_len else []
+    assert shared is not None, "raise max_total_tokens"
     all_slots: list[list[int]] = []
     for row in rows:
-        slots = runner.token_allocator.alloc(context_len)
+        slots = runner.token_allocator.alloc(context_len - shared_prefix_len)
         assert slots is not None, "raise max_total_tokens"
-        runner.req_to_token_pool.write(row, 0, slots)
+        runner.req_to_token_pool.write(row, 0, shared + slots)
         all_slots.append(slots)
     generator = torch.Generator().manual_seed(0)
     token_ids = torch.randint(0, runner.model_config.vocab_size, (batch_size,), generator=generator)
@@ -75,6 +85,8 @@ def time_decode_steps(
     for row, slots in zip(rows, all_slots, strict=True):
         runner.token_allocator.free(slots)
         runner.req_to_token_pool.free(row)
+    if shared:
+        runner.token_allocator.free(shared)
     return step_seconds
 
 
@@ -102,6 +114,12 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch-sizes", default="1,8,32,64")
     parser.add_argument("--context-len", type=int, default=256)
+    parser.add_argument(
+        "--shared-prefix-len",
+        type=int,
+        default=0,
+        help="the first N context tokens of every sequence share KV slots (a cached prefix)",
+    )
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--quantization", default="auto", choices=QUANTIZATIONS)
@@ -161,10 +179,18 @@ def main() -> None:
             for label, decoder in variants.items():
                 model.cpu_decoder = decoder
                 seconds[label] += time_decode_steps(
-                    runner, batch_size, args.context_len, args.steps, args.warmup
+                    runner,
+                    batch_size,
+                    args.context_len,
+                    args.steps,
+                    args.warmup,
+                    args.shared_prefix_len,
                 )
         model.cpu_decoder = variants[""]
-        step_bytes = weight_bytes + batch_size * args.context_len * kv_bytes_per_token
+        kv_tokens = (
+            batch_size * (args.context_len - args.shared_prefix_len) + args.shared_prefix_len
+        )
+        step_bytes = weight_bytes + kv_tokens * kv_bytes_per_token
         floor = step_bytes / measure_read_bandwidth(runner.device)
         for label, steps in seconds.items():
             median = statistics.median(steps)

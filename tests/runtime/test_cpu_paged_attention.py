@@ -87,6 +87,63 @@ def test_a_token_gets_the_same_bits_in_a_prefill_chunk_and_as_a_decode_row():
         assert torch.equal(decoded[0], chunk[t])
 
 
+def _sharing_inputs(heads, kv_heads, head_dim, dtype, shares: list[tuple[int, int]]):
+    """Decode rows whose sequences begin with the same slots, as the radix cache hands them
+    out: per (sequences, keys shared) a group of sequences of 1-3 blocks more than that, the
+    rest of each row its own; then a prompt chunk and a row sharing only its first slot."""
+    generator = torch.Generator().manual_seed(head_dim + len(shares))
+    seq_lens, extend_lens, rows = [], [], []
+    free = torch.randperm(NUM_SLOTS, generator=generator).tolist()
+    for count, shared in shares:
+        prefix = [free.pop() for _ in range(shared)]
+        for i in range(count):
+            seq_lens.append(shared + 1 + 17 * (i % 3) + i)
+            rows.append(prefix + [free.pop() for _ in range(seq_lens[-1] - shared)])
+            extend_lens.append(1)
+    seq_lens += [90, 120]
+    extend_lens += [30, 1]
+    rows.append([free.pop() for _ in range(90)])
+    rows.append(rows[0][:1] + [free.pop() for _ in range(119)])
+    max_len = max(seq_lens)
+    slots = torch.tensor([row + row[:1] * (max_len - len(row)) for row in rows])
+    k_buffer = torch.randn(NUM_SLOTS, kv_heads, head_dim, generator=generator).to(dtype)
+    v_buffer = torch.randn(NUM_SLOTS, kv_heads, head_dim, generator=generator).to(dtype)
+    q = torch.randn(sum(extend_lens), heads, head_dim, generator=generator)
+    return q, k_buffer, v_buffer, slots, seq_lens, extend_lens
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize(
+    ("heads", "kv_heads", "head_dim", "shares"),
+    [
+        (9, 3, 64, [(11, 200), (5, 70), (2, 40)]),  # groups of 8 + 3, one of 5, one too short
+        (8, 8, 128, [(3, 130)]),  # few items: split per KV head
+        (4, 2, 16, [(9, 64)]),
+    ],
+)
+def test_decode_rows_sharing_a_cached_prefix(dtype, heads, kv_heads, head_dim, shares):
+    """Rows sharing a prefix attend over it together: the reference's values, and each row's
+    bits the same as alone."""
+    q, k_buffer, v_buffer, slots, seq_lens, extend_lens = _sharing_inputs(
+        heads, kv_heads, head_dim, dtype, shares
+    )
+    scale = head_dim**-0.5
+    together = _run(q, k_buffer, v_buffer, slots, seq_lens, extend_lens, scale)
+    expected = paged_attention_reference(
+        q, k_buffer, v_buffer, slots, list(range(len(seq_lens))), seq_lens, extend_lens, scale
+    )
+    torch.testing.assert_close(together, expected, rtol=1e-5, atol=1e-5)
+    start = 0
+    for row, (seq_len, extend_len) in enumerate(zip(seq_lens, extend_lens, strict=True)):
+        rows = slice(start, start + extend_len)
+        alone = _run(
+            q[rows].contiguous(), k_buffer, v_buffer, slots[row : row + 1, :seq_len].contiguous(),
+            [seq_len], [extend_len], scale,
+        )  # fmt: skip
+        assert torch.equal(alone, together[rows]), row
+        start += extend_len
+
+
 def test_rejects_a_head_dim_it_cannot_vectorize():
     q, k_buffer, v_buffer, slots = _inputs(2, 1, 12, [4], [4], torch.float32)
     with pytest.raises(RuntimeError, match="16, 32, 64 or 128"):
