@@ -14,7 +14,8 @@ Measures, with the embedded SmolLM2-135M-Instruct:
      its socket), so that the VM's drift falls on both sides alike; every server gets
      `--server-args` (default `--quantization auto`);
   3. the peers on the same weights: HF transformers `generate` (bf16 and fp32; single stream and
-     batch 32) and llama-cpp-python (single stream, from `.venv-bench` when it exists), which
+     batch 32; bf16's batch-32 runs alternate with our concurrency-32 runs, the HF process
+     loading the model while our server sits idle) and llama-cpp-python (single stream, from `.venv-bench` when it exists), which
      also runs once before our server: the VM's speed drifts over the run, and the two
      llama-cpp-python figures bracket ours.
 Prints a markdown table with the ratios the issue targets and appends one JSON row (machine,
@@ -163,8 +164,12 @@ FULL = Workload()
 QUICK = Workload(32, 8, 2, 1, (2, 4, 64, 8, 8))
 
 
-def measure_server(args: argparse.Namespace, tokenizer: Any) -> dict[str, Any]:
-    """Each workload's run with the median output tok/s (the rule the peers' runs follow)."""
+def measure_server(
+    args: argparse.Namespace, tokenizer: Any, hf_batch_runs: list[dict[str, Any]] | None
+) -> dict[str, Any]:
+    """Each workload's run with the median output tok/s (the rule the peers' runs follow).
+    With ``hf_batch_runs`` (a list to fill), HF bf16's batch-32 runs alternate with our
+    concurrency-32 runs, so that the VM's drift falls on both sides of that ratio alike."""
     workload = QUICK if args.quick else FULL
     repeats = 1 if args.quick else args.repeats
     runs: dict[str, list[dict[str, Any]]] = {}
@@ -173,9 +178,13 @@ def measure_server(args: argparse.Namespace, tokenizer: Any) -> dict[str, Any]:
     try:
         radix.wait_ready(args.ready_timeout)
         for conc in args.concurrencies:
-            runs[f"random_c{conc}"] = serving_runs(
-                radix.url, tokenizer, out_file, workload.random_args(conc), repeats
-            )
+            for _ in range(repeats):
+                runs.setdefault(f"random_c{conc}", []).extend(
+                    serving_runs(radix.url, tokenizer, out_file, workload.random_args(conc), 1)
+                )
+                if conc == HF_BATCH and hf_batch_runs is not None:
+                    cmd = hf_generate_cmd(args, "bf16", single_stream=False, repeats=1)
+                    hf_batch_runs.extend(peer_rows(cmd))
         no_radix = Server(
             args.port + 1,
             [*args.server_args, "--disable-radix-cache"],
@@ -198,16 +207,23 @@ def measure_server(args: argparse.Namespace, tokenizer: Any) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- peers
 
 
-def run_peer(cmd: list[str]) -> dict[str, dict[str, Any]]:
-    """A peer script's runs, one row per configuration `b<batch>_in<input_len>`: the run with the
-    median output tok/s, plus every run's figure (the peer's own stderr passes through)."""
+def peer_rows(cmd: list[str]) -> list[dict[str, Any]]:
+    """A peer script's JSON rows, one per run (the peer's own stderr passes through)."""
     out = subprocess.run(cmd, cwd=BENCH, stdout=subprocess.PIPE, text=True, check=True).stdout
+    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+
+
+def by_config(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """One entry per configuration `b<batch>_in<input_len>`: the run with the median output
+    tok/s, plus every run's figure."""
     runs: dict[str, list[dict[str, Any]]] = {}
-    for line in out.splitlines():
-        if line.startswith("{"):
-            row = json.loads(line)
-            runs.setdefault(f"b{row['batch_size']}_in{row['input_len']}", []).append(row)
+    for row in rows:
+        runs.setdefault(f"b{row['batch_size']}_in{row['input_len']}", []).append(row)
     return {key: median_run(rows, "output_tok_s") for key, rows in runs.items()}
+
+
+def run_peer(cmd: list[str]) -> dict[str, dict[str, Any]]:
+    return by_config(peer_rows(cmd))
 
 
 def median_run(rows: list[dict[str, Any]], key: str) -> dict[str, Any]:
@@ -216,9 +232,27 @@ def median_run(rows: list[dict[str, Any]], key: str) -> dict[str, Any]:
     return ranked[len(ranked) // 2] | {f"{key}_runs": [r[key] for r in rows]}
 
 
-QUICK_HF_ARGS = ["--input-lens", "16", "--output-len", "8", "--batch-size", "4",
-                 "--batch-input-len", "16", "--repeats", "1"]  # fmt: skip
+HF_BATCH = 32  # bench_hf_generate's batch, set against our runs at this concurrency
 QUICK_LLAMA_ARGS = ["--input-lens", "16", "--output-len", "8", "--repeats", "1"]
+
+
+def hf_generate_cmd(
+    args: argparse.Namespace,
+    dtype: str,
+    *,
+    single_stream: bool = True,
+    batch: bool = True,
+    repeats: int | None = None,
+) -> list[str]:
+    """bench_hf_generate's command: its single-stream runs, its batch-32 runs, or both."""
+    cmd = [str(PYTHON), "bench_hf_generate.py", "--dtype", dtype,
+           "--repeats", str(1 if args.quick else repeats or args.repeats)]  # fmt: skip
+    if args.quick:
+        cmd += ["--output-len", "8", "--batch-input-len", "16"]
+        cmd += ["--input-lens", "16"] if single_stream else ["--input-lens"]
+    elif not single_stream:
+        cmd += ["--input-lens"]  # none
+    return cmd + ["--batch-size", str(HF_BATCH if batch else 0)]
 
 
 def measure_llama_cpp(args: argparse.Namespace) -> dict[str, Any] | None:
@@ -229,12 +263,16 @@ def measure_llama_cpp(args: argparse.Namespace) -> dict[str, Any] | None:
     return run_peer(cmd + (QUICK_LLAMA_ARGS if args.quick else []))
 
 
-def measure_peers(args: argparse.Namespace) -> dict[str, Any]:
+def measure_peers(
+    args: argparse.Namespace, hf_batch_runs: list[dict[str, Any]] | None
+) -> dict[str, Any]:
+    """The peers' runs; HF bf16's batch runs only where our server's did not take them."""
     peers: dict[str, Any] = {}
     for dtype in args.hf_dtypes:
-        cmd = [str(PYTHON), "bench_hf_generate.py", "--dtype", dtype,
-               "--repeats", str(args.repeats)]  # fmt: skip
-        peers[f"hf_{dtype}"] = run_peer(cmd + (QUICK_HF_ARGS if args.quick else []))
+        taken = dtype == "bf16" and bool(hf_batch_runs)
+        peers[f"hf_{dtype}"] = run_peer(hf_generate_cmd(args, dtype, batch=not taken))
+        if taken:
+            peers[f"hf_{dtype}"] |= by_config(hf_batch_runs)
     llama_cpp = measure_llama_cpp(args)
     if llama_cpp is not None:
         peers["llama_cpp"] = llama_cpp
@@ -379,8 +417,15 @@ def main() -> None:
     env = environment()
     # llama-cpp-python once more before our server, so the VM's drift over the run shows.
     before = None if args.skip_server or args.skip_peers else measure_llama_cpp(args)
-    server = {} if args.skip_server else measure_server(args, bench_serving.get_tokenizer(None))
-    peers = {} if args.skip_peers else measure_peers(args)
+    # HF bf16's batch-32 runs go between our concurrency-32 runs when both sides run.
+    alternate = not (args.skip_server or args.skip_peers) and "bf16" in args.hf_dtypes
+    hf_batch_runs: list[dict[str, Any]] | None = [] if alternate else None
+    server = (
+        {}
+        if args.skip_server
+        else measure_server(args, bench_serving.get_tokenizer(None), hf_batch_runs)
+    )
+    peers = {} if args.skip_peers else measure_peers(args, hf_batch_runs)
     if before is not None:
         peers["llama_cpp_before"] = before
     env["loadavg_1m_at_end"] = os.getloadavg()[0]

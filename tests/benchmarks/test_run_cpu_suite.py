@@ -95,3 +95,21 @@ def test_median_run_keeps_the_middle_run_and_every_figure(suite: ModuleType) -> 
     ours = suite.median_run([_serving(tps, 20.0) for tps in (300.0, 500.0)], "output_throughput")
     assert ours["output_throughput"] == 500.0  # an even count: the upper one, as for the peers
     assert ours["output_throughput_runs"] == [300.0, 500.0]
+
+
+def test_hf_batch_runs_between_ours_leave_the_single_streams_to_the_peer_pass(
+    suite: ModuleType,
+) -> None:
+    args = suite.argparse.Namespace(quick=False, repeats=3)
+    between = suite.hf_generate_cmd(args, "bf16", single_stream=False, repeats=1)
+    assert between[-5:] == ["--repeats", "1", "--input-lens", "--batch-size", "32"]
+    rest = suite.hf_generate_cmd(args, "bf16", batch=False)
+    assert rest[-4:] == ["--repeats", "3", "--batch-size", "0"] and "--input-lens" not in rest
+    quick = suite.hf_generate_cmd(suite.argparse.Namespace(quick=True, repeats=3), "fp32")
+    assert quick[quick.index("--repeats") + 1] == "1" and quick[-2:] == ["--batch-size", "32"]
+    # The alternated runs join the peer pass's figures as one configuration.
+    rows = [_peer(32, 256, tps, 0) for tps in (150.0, 170.0, 160.0)] + [_peer(1, 256, 18.0, 20.0)]
+    configs = suite.by_config(rows)
+    assert configs["b32_in256"]["output_tok_s"] == 160.0
+    assert configs["b32_in256"]["output_tok_s_runs"] == [150.0, 170.0, 160.0]
+    assert configs["b1_in256"]["decode_tok_s"] == 20.0
