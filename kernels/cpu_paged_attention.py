@@ -30,9 +30,9 @@ shared keys, then each sequence's own keys follow, its value sums carried over e
 same bits as alone). On 8 groups x 16 decode rows of 520 shared + 80 own keys, 30 layers from
 memory, 1.17-1.24x; generated-shared-prefix serving with the radix cache, alternating runs,
 331.6 / 434.3 vs 295.9 / 395.7 tok/s.
-16-wide vectors with AVX-512, else 8. Built once per machine with torch's C++ extension loader (cached under
-``~/.cache/torch_extensions``); ``load_cpu_paged_attention`` returns None when no compiler is
-available, and callers keep the torch path.
+16-wide vectors with AVX-512, else 8. Built once per machine with torch's C++ extension loader
+(cached under ``~/.cache/torch_extensions``); ``load_cpu_paged_attention`` returns None when no
+compiler is available, and callers keep the torch path.
 Reference: ``kernels.reference.paged_attention_reference``.
 
 Layouts:
@@ -167,14 +167,15 @@ struct HeadRows {
 };
 
 // scores[h * head_stride + r * padded + t] = scale * q_hr . k_ht for begin <= t < len (begin a
-// multiple of kLanes) and each of the `nh` heads of one sequence, kLanes keys at a time: the block's K rows (each pool row read once,
-// every head's part) are widened to float32 once (`block`, in L1) for all the query rows; a
+// multiple of kLanes) and each of the `nh` heads of the same keys, kLanes keys at a time: the
+// block's K rows (each pool row read once, every head's part) are widened to float32 once
+// (`block`, in L1) for all the query rows; a
 // row's dot product with a key is one FMA chain per lane over its V vectors, and the block's
 // kLanes of them are summed across lanes in one fixed tree (sum_lanes_of_keys), the query's
 // vectors held in registers. Keys past len (up to the block's end) and rows past their visible
 // keys get scores that are never read.
 template <int V, typename KV>
-static void scores_of(const HeadRows<KV>* heads, int64_t nh, float scale, int64_t padded,
+static inline __attribute__((always_inline)) void scores_of(const HeadRows<KV>* heads, int64_t nh, float scale, int64_t padded,
                       int64_t head_stride, int64_t begin, float* scores,
                       std::vector<float>& block) {
   const int64_t len = heads[0].len, rows = heads[0].rows;
@@ -231,18 +232,24 @@ struct ValueSpan {
 // added to in key order. p_r[t] is zero past visible[r] (added as exact zeros), so rows of one
 // chunk share the key loop.
 template <int C, int V, typename KV>
-static void values_of(const HeadRows<KV>& h, int64_t first, const float* p, int64_t padded,
+static inline __attribute__((always_inline)) void values_of(const HeadRows<KV>& h, int64_t first, const float* p, int64_t padded,
                       ValueSpan span, const float* totals, float* const* out) {
   constexpr int64_t kRowFloats = V * kLanes;
   Vec acc[C][V];
+  if (span.resume) {
 #pragma GCC unroll 8
-  for (int c = 0; c < C; ++c)
+    for (int c = 0; c < C; ++c)
 #pragma GCC unroll 16
-    for (int i = 0; i < V; ++i)
-      acc[c][i] = span.resume ? vload(span.resume + (first + c) * kRowFloats + i * kLanes)
-                              : vzero();
-  const int64_t len = span.end;
-  for (int64_t t = span.begin; t < len; ++t) {
+      for (int i = 0; i < V; ++i)
+        acc[c][i] = vload(span.resume + (first + c) * kRowFloats + i * kLanes);
+  } else {
+#pragma GCC unroll 8
+    for (int c = 0; c < C; ++c)
+#pragma GCC unroll 16
+      for (int i = 0; i < V; ++i) acc[c][i] = vzero();
+  }
+  const int64_t begin = span.begin, len = span.end;
+  for (int64_t t = begin; t < len; ++t) {
     if (t + kPrefetch < len) prefetch_row(h.v + h.slots[t + kPrefetch] * h.stride, V * kLanes);
     const KV* row = h.v + h.slots[t] * h.stride;
     Vec value[V];
@@ -257,7 +264,8 @@ static void values_of(const HeadRows<KV>& h, int64_t first, const float* p, int6
   }
   for (int c = 0; c < C; ++c) {
     if (span.save) {
-      for (int i = 0; i < V; ++i) vstore(span.save + (first + c) * kRowFloats + i * kLanes, acc[c][i]);
+      for (int i = 0; i < V; ++i)
+        vstore(span.save + (first + c) * kRowFloats + i * kLanes, acc[c][i]);
       continue;
     }
     const Vec inverse = vbroadcast(1.f / totals[first + c]);
@@ -336,8 +344,9 @@ static void attend(const HeadRows<KV>* joint, const HeadRows<KV>* own, int64_t m
       const float* resume = partial ? partial + first * kRowFloats : nullptr;
       for (int64_t r = 0; r < rows; r += C) {
         const int n = (int)std::min<int64_t>(C, rows - r);
-        values_of_rows<C, V>(n, own[m * nh + h], r, scores + h * head_stride + m * rows * padded,
-                             padded, {shared, visible[m * rows + r + n - 1], resume, nullptr},
+        const float* p = scores + h * head_stride + m * rows * padded;
+        values_of_rows<C, V>(n, own[m * nh + h], r, p, padded,
+                             {shared, visible[m * rows + r + n - 1], resume, nullptr},
                              totals + first, out + first);
       }
     }
@@ -402,22 +411,21 @@ static void run(const float* q, int64_t q_stride, const KV* k, const KV* v, cons
                 float scale) {
   const int64_t group = num_heads / num_kv_heads;
   std::vector<int64_t> q_start(batch);  // row of q holding sequence b's first new token
-  int64_t chunks = 0;
-  for (int64_t b = 0, row = 0; b < batch; row += extend_lens[b], ++b) {
-    q_start[b] = row;
-    chunks += (extend_lens[b] + kTokensPerItem - 1) / kTokensPerItem;
-  }
+  for (int64_t b = 0, row = 0; b < batch; row += extend_lens[b], ++b) q_start[b] = row;
+  const auto groups = sharing_groups(slots, seq_lens, extend_lens, batch, max_len);
+  std::vector<bool> grouped(batch, false);
+  for (const auto& group_seqs : groups)
+    for (int64_t b : group_seqs.second) grouped[b] = true;
+  int64_t chunks = groups.size();  // items if each covers every KV head
+  for (int64_t b = 0; b < batch; ++b)
+    if (!grouped[b]) chunks += (extend_lens[b] + kTokensPerItem - 1) / kTokensPerItem;
   // With too few items for the threads, one KV head each instead of all.
   const int64_t heads_per_item = chunks >= 4 * at::get_num_threads() ? num_kv_heads : 1;
   std::vector<Item> items;
   std::vector<int64_t> member_seqs;
-  std::vector<bool> grouped(batch, false);
-  for (const auto& [shared, seqs] : sharing_groups(slots, seq_lens, extend_lens, batch, max_len)) {
+  for (const auto& [shared, seqs] : groups) {
     int64_t len = 0;
-    for (int64_t b : seqs) {
-      grouped[b] = true;
-      len = std::max(len, seq_lens[b]);
-    }
+    for (int64_t b : seqs) len = std::max(len, seq_lens[b]);
     const int64_t first = member_seqs.size(), n = seqs.size();
     member_seqs.insert(member_seqs.end(), seqs.begin(), seqs.end());
     for (int64_t h = 0; h < num_kv_heads; h += heads_per_item)
