@@ -134,6 +134,8 @@ def main() -> None:
         "(runtime/models/cpu_decoder.py), in alternating rounds",
     )
     args = parser.parse_args()
+    if not 0 <= args.shared_prefix_len < args.context_len:
+        parser.error("--shared-prefix-len must be at least 0 and below --context-len")
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
 
     resolved = resolve_model(args.model_path, args.load_format)
