@@ -15,9 +15,9 @@ Measures, with the embedded SmolLM2-135M-Instruct:
      `--server-args` (default `--quantization auto`);
   3. the peers on the same weights: HF transformers `generate` (bf16 and fp32; single stream and
      batch 32; bf16's batch-32 runs alternate with our concurrency-32 runs, the HF process
-     loading the model while our server sits idle) and llama-cpp-python (single stream, from `.venv-bench` when it exists), which
-     also runs once before our server: the VM's speed drifts over the run, and the two
-     llama-cpp-python figures bracket ours.
+     loading the model while our server sits idle) and llama-cpp-python (single stream, from
+     `.venv-bench` when it exists), which also runs once before our server: the VM's speed
+     drifts over the run, and the two llama-cpp-python figures bracket ours.
 Prints a markdown table with the ratios the issue targets and appends one JSON row (machine,
 versions, git commit, date, every measurement) to `<out-dir>/cpu_suite.jsonl`.
 """
