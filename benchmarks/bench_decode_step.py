@@ -21,6 +21,7 @@ OpenMP workers from spinning against them: 5-10x faster steps on a loaded 2-core
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import time
 
@@ -172,22 +173,19 @@ def main() -> None:
     if args.python_layers and model.cpu_decoder is not None:
         variants[" (python layers)"] = None
     for batch_size in batch_sizes:
+        run_steps = functools.partial(
+            time_decode_steps, runner, batch_size, args.context_len, args.steps, args.warmup,
+            args.shared_prefix_len,
+        )  # fmt: skip
         if args.profile:
             with torch.profiler.profile() as prof:
-                time_decode_steps(runner, batch_size, args.context_len, args.steps, args.warmup)
+                run_steps()
             print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
         seconds: dict[str, list[float]] = {label: [] for label in variants}
         for _ in range(3 if len(variants) > 1 else 1):  # rounds: the VM's speed drifts
             for label, decoder in variants.items():
                 model.cpu_decoder = decoder
-                seconds[label] += time_decode_steps(
-                    runner,
-                    batch_size,
-                    args.context_len,
-                    args.steps,
-                    args.warmup,
-                    args.shared_prefix_len,
-                )
+                seconds[label] += run_steps()
         model.cpu_decoder = variants[""]
         kv_tokens = (
             batch_size * (args.context_len - args.shared_prefix_len) + args.shared_prefix_len

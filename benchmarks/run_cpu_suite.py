@@ -120,19 +120,14 @@ class Server:
         self._log.close()
 
 
-def serving_runs(
-    url: str, tokenizer: Any, out_file: Path, dataset_args: list[str], repeats: int
-) -> list[dict[str, Any]]:
-    """``repeats`` runs of one workload, each from an empty cache (``--flush-cache``)."""
+def serving_run(
+    url: str, tokenizer: Any, out_file: Path, dataset_args: list[str]
+) -> dict[str, Any]:
+    """One run of a workload, from an empty cache (``--flush-cache``)."""
     argv = ["--backend", "radixlm", "--base-url", url, "--disable-tqdm", "--seed", "1",
             "--output-file", str(out_file), *dataset_args]  # fmt: skip
-    rows = []
-    for _ in range(repeats):
-        result = bench_serving.run_benchmark(
-            bench_serving.build_parser().parse_args(argv), tokenizer
-        )
-        rows.append({k: v for k, v in result.items() if not isinstance(v, list)})
-    return rows
+    result = bench_serving.run_benchmark(bench_serving.build_parser().parse_args(argv), tokenizer)
+    return {k: v for k, v in result.items() if not isinstance(v, list)}
 
 
 @dataclass(frozen=True)
@@ -179,8 +174,8 @@ def measure_server(
         radix.wait_ready(args.ready_timeout)
         for conc in args.concurrencies:
             for _ in range(repeats):
-                runs.setdefault(f"random_c{conc}", []).extend(
-                    serving_runs(radix.url, tokenizer, out_file, workload.random_args(conc), 1)
+                runs.setdefault(f"random_c{conc}", []).append(
+                    serving_run(radix.url, tokenizer, out_file, workload.random_args(conc))
                 )
                 if conc == HF_BATCH and hf_batch_runs is not None:
                     cmd = hf_generate_cmd(args, "bf16", single_stream=False, repeats=1)
@@ -194,8 +189,8 @@ def measure_server(
             no_radix.wait_ready(args.ready_timeout)
             for _ in range(repeats):  # alternating: on, off, on, off, ...
                 for tag, server in (("gsp_radix", radix), ("gsp_no_radix", no_radix)):
-                    runs.setdefault(tag, []).extend(
-                        serving_runs(server.url, tokenizer, out_file, workload.gsp_args(), 1)
+                    runs.setdefault(tag, []).append(
+                        serving_run(server.url, tokenizer, out_file, workload.gsp_args())
                     )
         finally:
             no_radix.stop()
