@@ -151,6 +151,7 @@ def run_once(
         rows,
         slot_table[:, :input_len].reshape(-1).tolist(),
         device=device,
+        prompt_lens=[input_len] * batch_size,
     )
     torch.cuda.synchronize()
     start = time.perf_counter()

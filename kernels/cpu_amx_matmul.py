@@ -39,7 +39,7 @@ import torch.nn.functional as F
 
 from radixlm.kernels.cpu_extension import load_cpu_extension
 from radixlm.kernels.cpu_quant_matmul import q4_1_values
-from radixlm.kernels.cpu_simd import BF16_SOURCE, EXP8_SOURCE
+from radixlm.kernels.cpu_simd import AMX_SOURCE, BF16_SOURCE, EXP8_SOURCE
 
 K_BLOCK = 32  # inputs per tile
 N_BLOCK = 32  # outputs per pass over K (two weight tiles)
@@ -49,36 +49,16 @@ _SOURCE = (
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <immintrin.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 #include <algorithm>
 #include <atomic>
 #include <utility>
-
-#if !defined(__AMX_TILE__) || !defined(__AMX_BF16__)
-#error "the AMX matmul needs AMX-TILE and AMX-BF16"
-#endif
 """
+    + AMX_SOURCE
     + EXP8_SOURCE
     + BF16_SOURCE
     + r"""
 
-constexpr int kTileRows = 16, kTileBytes = 64;  // 16 floats, or 32 bfloat16
 constexpr int64_t kTileElements = kTileRows * kTileBytes / 2;  // bfloat16 per weight tile
-
-struct TileConfig {
-  uint8_t palette_id = 1, start_row = 0, reserved[14] = {};
-  uint16_t colsb[16] = {};
-  uint8_t rows[16] = {};
-};
-
-// Linux hands out the 8 KB tile state only on request (ARCH_REQ_XCOMP_PERM, XTILEDATA).
-static bool amx_permitted() {
-  static const bool granted = syscall(SYS_arch_prctl, 0x1023, 18) == 0;
-  return granted;
-}
-
-bool amx_available() { return amx_permitted(); }
 
 // tmm0/1: accumulators of the first row block (outputs 0-15, 16-31), tmm2/3 of the second;
 // tmm4/5: the two row blocks' activations; tmm6/7: the two weight tiles.

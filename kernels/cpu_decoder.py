@@ -13,6 +13,7 @@ It calls the kernels through the addresses their modules export (``function_addr
 cpu_extension.py), with the signatures of their sources:
   rms_norm / add_rms_norm / rotary / silu_and_mul / store_kv   kernels/cpu_layer_ops.py
   paged_attention                                              kernels/cpu_paged_attention.py
+  amx_prompt_attention (optional: prompt tokens on AMX tiles)  kernels/cpu_amx_attention.py
   matmuls ``(x, packed, width)`` or ``(x, q, dm, width)``       kernels/cpu_amx_matmul.py,
                                                                kernels/cpu_dense_matmul.py
 A linear takes the first of its routes whose row limit admits the pass (the block kernel for
@@ -43,7 +44,9 @@ using AddRmsNorm = Tensor (*)(Tensor, Tensor, Tensor, double);
 using Rotary = Tensor (*)(Tensor, Tensor, Tensor);
 using SiluAndMul = Tensor (*)(Tensor);
 using StoreKv = void (*)(Tensor, Tensor, Tensor, Tensor, Tensor);
-using PagedAttention = Tensor (*)(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, double);
+using PagedAttention = Tensor (*)(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, double);
+using PromptAttention = void (*)(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor,
+                                 double);
 using PackedMatmul = Tensor (*)(Tensor, Tensor, int64_t);          // (x, packed, width)
 using BlockMatmul = Tensor (*)(Tensor, Tensor, Tensor, int64_t);   // (x, q, dm, width)
 
@@ -99,6 +102,9 @@ class CpuDecoder {
         silu_and_mul_(at_address<SiluAndMul>(kernels, "silu_and_mul")),
         store_kv_(at_address<StoreKv>(kernels, "store_kv")),
         attention_(at_address<PagedAttention>(kernels, "paged_attention")),
+        prompt_attention_(kernels.count("amx_prompt_attention")
+                              ? at_address<PromptAttention>(kernels, "amx_prompt_attention")
+                              : nullptr),
         num_heads_(num_heads), num_kv_heads_(num_kv_heads), head_dim_(head_dim), eps_(eps),
         scale_(scale), silu_fused_(silu_fused) {
     const size_t num_layers = kv_buffers.size() / 2;
@@ -124,8 +130,10 @@ class CpuDecoder {
   // The final norm's output for the pass's tokens; writes their K/V as a side effect.
   Tensor forward(Tensor hidden, const Tensor& cos, const Tensor& sin_signed,
                  const Tensor& out_cache_loc, const Tensor& slots, const Tensor& seq_lens,
-                 const Tensor& extend_lens) const {
+                 const Tensor& extend_lens, const Tensor& prompt_rows) const {
     TORCH_CHECK(hidden.dtype() == torch::kFloat32 && hidden.dim() == 2);
+    TORCH_CHECK(prompt_attention_ || prompt_rows.max().item<int64_t>() == 0,
+                "prompt rows given, but no prompt kernel");
     const int64_t tokens = hidden.size(0);
     const int64_t q_size = num_heads_ * head_dim_, kv_size = num_kv_heads_ * head_dim_;
     Tensor residual;
@@ -148,7 +156,10 @@ class CpuDecoder {
       store_kv_(layer.k_buffer, layer.v_buffer, out_cache_loc,
                 qk.narrow(1, num_heads_, num_kv_heads_), v);
       const Tensor attended = attention_(q, layer.k_buffer, layer.v_buffer, slots, seq_lens,
-                                         extend_lens, scale_);
+                                         extend_lens, prompt_rows, scale_);
+      if (prompt_attention_)
+        prompt_attention_(q, layer.k_buffer, layer.v_buffer, slots, seq_lens, extend_lens,
+                          prompt_rows, attended, scale_);
       x = add_rms_norm_(layer.o(attended.reshape({tokens, q_size})), residual,
                         layer.post_attention_norm, eps_);
       const Tensor gate_up = layer.gate_up(x);
@@ -164,6 +175,7 @@ class CpuDecoder {
   SiluAndMul silu_and_mul_;
   StoreKv store_kv_;
   PagedAttention attention_;
+  PromptAttention prompt_attention_;  // nullptr: every token on attention_
   int64_t num_heads_, num_kv_heads_, head_dim_;
   double eps_, scale_;
   bool silu_fused_;

@@ -23,6 +23,9 @@ re-read them per query row: 2.6x slower on decode, 32 sequences of 320 tokens.) 
 exponentials are vectorized, 16 at a time (std::exp is scalar). A query row's arithmetic
 depends only on its own query and keys (probabilities past a row's last key are exact zeros),
 so a token gets the same bits alone or batched, and as a decode row or inside a prefill chunk.
+Where the pool is bfloat16 and the CPU has AMX, the attention backend gives prompt tokens to
+kernels/cpu_amx_attention.py instead (``skip_rows``; 2.1-3.0x faster there, different
+rounding), and generated tokens, however they arrive, to this kernel.
 Decode rows whose sequences start with the same pool slots (a prefix the radix cache shares)
 go in items of up to 8 such sequences: their 3 query rows each (at GQA 3) would widen every
 K row for 3 rows and read every V row for 3; together they do it once for 24 rows over the
@@ -41,6 +44,8 @@ Layouts:
   k_buffer    (num_slots, num_kv_heads, head_dim) float32 or bfloat16, v_buffer the same
   slots       (batch, max_len) int64: row b's first ``seq_lens[b]`` entries are its KV slots
   seq_lens    (batch,) int64; extend_lens (batch,) int64, 1 <= extend_lens[b] <= seq_lens[b]
+  skip_rows   (batch,) int64: sequence b's first skip_rows[b] new tokens are left to another
+              kernel (kernels/cpu_amx_attention.py takes prompt tokens), their out rows unwritten
   out         (sum(extend_lens), num_heads, head_dim) float32, contiguous
   head_dim 16, 32, 64 or 128 (``supports_head_dim``); AVX2 and FMA, else the kernel fails to build
 """
@@ -369,11 +374,11 @@ constexpr int64_t kMaxSharing = 8;     // decode rows per shared item (24 query 
 // never shared), most first, cut into groups of up to kMaxSharing that share at least
 // kMinShared keys: (keys the group shares, its sequences).
 static std::vector<std::pair<int64_t, std::vector<int64_t>>> sharing_groups(
-    const int64_t* slots, const int64_t* seq_lens, const int64_t* extend_lens, int64_t batch,
-    int64_t max_len) {
+    const int64_t* slots, const int64_t* seq_lens, const int64_t* extend_lens,
+    const int64_t* skip_rows, int64_t batch, int64_t max_len) {
   std::vector<int64_t> decode;
   for (int64_t b = 0; b < batch; ++b)
-    if (extend_lens[b] == 1 && seq_lens[b] > kMinShared) decode.push_back(b);
+    if (extend_lens[b] == 1 && skip_rows[b] == 0 && seq_lens[b] > kMinShared) decode.push_back(b);
   std::stable_sort(decode.begin(), decode.end(), [&](int64_t a, int64_t b) {
     return slots[a * max_len] < slots[b * max_len];
   });
@@ -406,19 +411,20 @@ static std::vector<std::pair<int64_t, std::vector<int64_t>>> sharing_groups(
 
 template <int V, typename KV>
 static void run(const float* q, int64_t q_stride, const KV* k, const KV* v, const int64_t* slots,
-                const int64_t* seq_lens, const int64_t* extend_lens, float* out, int64_t batch,
-                int64_t num_heads, int64_t num_kv_heads, int64_t head_dim, int64_t max_len,
-                float scale) {
+                const int64_t* seq_lens, const int64_t* extend_lens, const int64_t* skip_rows,
+                float* out, int64_t batch, int64_t num_heads, int64_t num_kv_heads,
+                int64_t head_dim, int64_t max_len, float scale) {
   const int64_t group = num_heads / num_kv_heads;
   std::vector<int64_t> q_start(batch);  // row of q holding sequence b's first new token
   for (int64_t b = 0, row = 0; b < batch; row += extend_lens[b], ++b) q_start[b] = row;
-  const auto groups = sharing_groups(slots, seq_lens, extend_lens, batch, max_len);
+  const auto groups = sharing_groups(slots, seq_lens, extend_lens, skip_rows, batch, max_len);
   std::vector<bool> grouped(batch, false);
   for (const auto& group_seqs : groups)
     for (int64_t b : group_seqs.second) grouped[b] = true;
   int64_t chunks = groups.size();  // items if each covers every KV head
   for (int64_t b = 0; b < batch; ++b)
-    if (!grouped[b]) chunks += (extend_lens[b] + kTokensPerItem - 1) / kTokensPerItem;
+    if (!grouped[b])
+      chunks += (extend_lens[b] - skip_rows[b] + kTokensPerItem - 1) / kTokensPerItem;
   // With too few items for the threads, one KV head each instead of all.
   const int64_t heads_per_item = chunks >= 4 * at::get_num_threads() ? num_kv_heads : 1;
   std::vector<Item> items;
@@ -432,10 +438,10 @@ static void run(const float* q, int64_t q_stride, const KV* k, const KV* v, cons
       items.push_back({first, n, shared, h, h + heads_per_item, 0, 1, n * len});
   }
   for (int64_t b = 0; b < batch; ++b) {
-    if (grouped[b]) continue;
+    if (grouped[b] || skip_rows[b] == extend_lens[b]) continue;
     const int64_t prefix = seq_lens[b] - extend_lens[b], first = member_seqs.size();
     member_seqs.push_back(b);
-    for (int64_t t0 = 0; t0 < extend_lens[b]; t0 += kTokensPerItem) {
+    for (int64_t t0 = skip_rows[b]; t0 < extend_lens[b]; t0 += kTokensPerItem) {
       const int64_t n = std::min(kTokensPerItem, extend_lens[b] - t0);
       for (int64_t h = 0; h < num_kv_heads; h += heads_per_item)
         items.push_back({first, 1, 0, h, h + heads_per_item, t0, n, n * (prefix + t0 + n)});
@@ -497,14 +503,15 @@ static void run(const float* q, int64_t q_stride, const KV* k, const KV* v, cons
 template <typename KV>
 static void run_for_head_dim(const float* q, int64_t q_stride, const KV* k, const KV* v,
                              const int64_t* slots,
-                             const int64_t* seq_lens, const int64_t* extend_lens, float* out,
-                             int64_t batch, int64_t num_heads, int64_t num_kv_heads,
-                             int64_t head_dim, int64_t max_len, float scale) {
+                             const int64_t* seq_lens, const int64_t* extend_lens,
+                             const int64_t* skip_rows, float* out, int64_t batch,
+                             int64_t num_heads, int64_t num_kv_heads, int64_t head_dim,
+                             int64_t max_len, float scale) {
   switch (head_dim / kLanes) {
 #define RUN_WITH(V)                                                                        \
   case V:                                                                                  \
-    return run<V>(q, q_stride, k, v, slots, seq_lens, extend_lens, out, batch, num_heads,   \
-                  num_kv_heads, head_dim, max_len, scale);
+    return run<V>(q, q_stride, k, v, slots, seq_lens, extend_lens, skip_rows, out, batch,  \
+                  num_heads, num_kv_heads, head_dim, max_len, scale);
     RUN_WITH(1) RUN_WITH(2) RUN_WITH(4) RUN_WITH(8) RUN_WITH(16)
 #undef RUN_WITH
   }
@@ -513,7 +520,8 @@ static void run_for_head_dim(const float* q, int64_t q_stride, const KV* k, cons
 
 torch::Tensor paged_attention(torch::Tensor q, torch::Tensor k_buffer, torch::Tensor v_buffer,
                               torch::Tensor slots, torch::Tensor seq_lens,
-                              torch::Tensor extend_lens, double scale) {
+                              torch::Tensor extend_lens, torch::Tensor skip_rows,
+                              double scale) {
   // q may be a view of a wider row (the rotated [q | k] of a fused projection): only its
   // heads must be contiguous, which spares a copy of every query each layer.
   TORCH_CHECK(q.dtype() == torch::kFloat32 && q.dim() == 3 && q.stride(2) == 1 &&
@@ -523,31 +531,35 @@ torch::Tensor paged_attention(torch::Tensor q, torch::Tensor k_buffer, torch::Te
   TORCH_CHECK(slots.dtype() == torch::kInt64 && slots.is_contiguous() && slots.dim() == 2);
   TORCH_CHECK(seq_lens.dtype() == torch::kInt64 && seq_lens.is_contiguous());
   TORCH_CHECK(extend_lens.dtype() == torch::kInt64 && extend_lens.is_contiguous());
+  TORCH_CHECK(skip_rows.dtype() == torch::kInt64 && skip_rows.is_contiguous());
   const int64_t batch = slots.size(0), num_heads = q.size(1), head_dim = q.size(2);
   const int64_t num_kv_heads = k_buffer.size(1);
   TORCH_CHECK(k_buffer.size(2) == head_dim && num_heads % num_kv_heads == 0);
   TORCH_CHECK(head_dim == 16 || head_dim == 32 || head_dim == 64 || head_dim == 128,
               "head_dim must be 16, 32, 64 or 128");
-  TORCH_CHECK(seq_lens.size(0) == batch && extend_lens.size(0) == batch);
+  TORCH_CHECK(seq_lens.size(0) == batch && extend_lens.size(0) == batch &&
+              skip_rows.size(0) == batch);
   const int64_t* lens = seq_lens.data_ptr<int64_t>();
   const int64_t* news = extend_lens.data_ptr<int64_t>();
+  const int64_t* skip = skip_rows.data_ptr<int64_t>();
   int64_t num_tokens = 0;
   for (int64_t b = 0; b < batch; ++b) {
     TORCH_CHECK(news[b] >= 1 && news[b] <= lens[b] && lens[b] <= slots.size(1));
+    TORCH_CHECK(skip[b] >= 0 && skip[b] <= news[b], "skip_rows must be within extend_lens");
     num_tokens += news[b];
   }
   TORCH_CHECK(q.size(0) == num_tokens, "q must hold every sequence's new tokens");
   auto out = torch::empty({num_tokens, num_heads, head_dim}, q.options());
   if (k_buffer.dtype() == torch::kFloat32) {
     run_for_head_dim(q.data_ptr<float>(), q.stride(0), k_buffer.data_ptr<float>(),
-                     v_buffer.data_ptr<float>(), slots.data_ptr<int64_t>(), lens, news,
+                     v_buffer.data_ptr<float>(), slots.data_ptr<int64_t>(), lens, news, skip,
                      out.data_ptr<float>(), batch, num_heads, num_kv_heads, head_dim,
                      slots.size(1), static_cast<float>(scale));
   } else {
     TORCH_CHECK(k_buffer.dtype() == torch::kBFloat16, "K/V must be float32 or bfloat16");
     run_for_head_dim(q.data_ptr<float>(), q.stride(0), k_buffer.data_ptr<at::BFloat16>(),
                      v_buffer.data_ptr<at::BFloat16>(), slots.data_ptr<int64_t>(), lens, news,
-                     out.data_ptr<float>(), batch, num_heads, num_kv_heads, head_dim,
+                     skip, out.data_ptr<float>(), batch, num_heads, num_kv_heads, head_dim,
                      slots.size(1), static_cast<float>(scale));
   }
   return out;
@@ -565,6 +577,7 @@ class CpuPagedAttention(Protocol):
         slots: torch.Tensor,
         seq_lens: torch.Tensor,
         extend_lens: torch.Tensor,
+        skip_rows: torch.Tensor,
         scale: float,
     ) -> torch.Tensor: ...
 

@@ -108,3 +108,30 @@ static inline void to_bf16_values(const float* src, at::BFloat16* dst, int64_t n
   for (; i < n; ++i) dst[i] = at::BFloat16(src[i]);
 }
 """
+
+# Intel AMX tiles: the configuration block, and the permission Linux grants a process on request.
+AMX_SOURCE = r"""
+#include <immintrin.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#if !defined(__AMX_TILE__) || !defined(__AMX_BF16__)
+#error "AMX kernels need AMX-TILE and AMX-BF16"
+#endif
+
+constexpr int kTileRows = 16, kTileBytes = 64;  // 16 floats, or 32 bfloat16
+
+struct TileConfig {
+  uint8_t palette_id = 1, start_row = 0, reserved[14] = {};
+  uint16_t colsb[16] = {};
+  uint8_t rows[16] = {};
+};
+
+// Linux hands out the 8 KB tile state only on request (ARCH_REQ_XCOMP_PERM, XTILEDATA).
+static bool amx_permitted() {
+  static const bool granted = syscall(SYS_arch_prctl, 0x1023, 18) == 0;
+  return granted;
+}
+
+bool amx_available() { return amx_permitted(); }
+"""

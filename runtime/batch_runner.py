@@ -83,7 +83,14 @@ class BatchRunner:
         if not logits_indices:
             logits_indices = [flat - 1]  # the runner always wants at least one row
         batch = build_forward_batch(
-            mode, new_ids, prefix_lens, rows, slots, logits_indices, device=self.device
+            mode,
+            new_ids,
+            prefix_lens,
+            rows,
+            slots,
+            logits_indices,
+            device=self.device,
+            prompt_lens=[len(req.input_ids) for req, _ in chosen],
         )
         logits = self.model_runner.forward(batch)
         for req, n in chosen:

@@ -51,6 +51,10 @@ class ForwardBatch:
     seq_lens_cpu: tuple[int, ...]
     prefix_lens_cpu: tuple[int, ...]
     extend_lens_cpu: tuple[int, ...]
+    # Per sequence, how many of its new tokens (always its first ones) are prompt tokens (the
+    # request's input, as opposed to generated tokens, even when recomputed): CPU attention
+    # gives them to its prompt kernel. None: not known, no new token counts as one.
+    prompt_rows_cpu: tuple[int, ...] | None = None
     # Decode batches from build_forward_batch: (len(PACKED_ROWS), batch), the tensors above as
     # rows of one device tensor, so the CUDA-graph runner fills its inputs with one copy.
     packed: torch.Tensor | None = None
@@ -75,12 +79,14 @@ def build_forward_batch(
     out_cache_loc: list[int],
     logits_indices: list[int] | None = None,
     device: torch.device | str = "cpu",
+    prompt_lens: list[int] | None = None,
 ) -> ForwardBatch:
     """Builds a ForwardBatch from per-sequence new tokens and prefix lengths.
 
     ``out_cache_loc`` lists the KV slots of all new tokens, sequence after sequence; the
     caller has already written them into ``req_to_token`` at positions
-    ``[prefix_len, prefix_len + extend_len)`` of each sequence's row.
+    ``[prefix_len, prefix_len + extend_len)`` of each sequence's row. ``prompt_lens``: each
+    sequence's prompt length (its request's input tokens), where known.
 
     Every tensor is a slice of one int64 buffer, filled on the host with numpy and sent to the
     device in one copy (from pinned memory, non-blocking, on CUDA): a step's inputs cost one
@@ -147,6 +153,9 @@ def build_forward_batch(
         seq_lens_cpu=seq_lens_cpu,
         prefix_lens_cpu=tuple(prefix.tolist()),
         extend_lens_cpu=tuple(extend.tolist()),
+        prompt_rows_cpu=None
+        if prompt_lens is None
+        else tuple(np.clip(np.asarray(prompt_lens) - prefix, 0, extend).tolist()),
         packed=dev[: 7 * b].view(7, b) if is_decode else None,
         logits_are_rows=logits_are_rows,
     )

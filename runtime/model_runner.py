@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 
 import torch
 
+from radixlm.kernels.cpu_amx_attention import load_cpu_amx_attention
 from radixlm.kernels.cpu_amx_matmul import load_cpu_amx_matmul
 from radixlm.kernels.cpu_decoder import load_cpu_decoder
 from radixlm.kernels.cpu_dense_matmul import load_cpu_dense_matmul
@@ -103,6 +104,8 @@ def _start_cpu_kernel_builds(dtype: torch.dtype, quantization: str) -> list[thre
         loaders.append(load_cpu_quant_matmul)
     if native_bf16_matmul() and (dtype == torch.bfloat16 or quantization == "int4"):
         loaders.append(load_cpu_amx_matmul)
+    if native_bf16_matmul() and quantization == "int4":  # bfloat16 K/V: prompt rows on tiles
+        loaders.append(load_cpu_amx_attention)
     threads = [threading.Thread(target=load, name=load.__name__) for load in loaders]
     for thread in threads:
         thread.start()

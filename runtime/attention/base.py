@@ -39,8 +39,8 @@ class AttentionBackend(ABC):
 
     def cpu_kernel_inputs(self) -> tuple[torch.Tensor, ...] | None:
         """For the compiled CPU decoder loop (kernels/cpu_decoder.py), which attends with the
-        compiled CPU kernel itself: the prepared batch's ``(out_cache_loc, slots, seq_lens,
-        extend_lens)`` where this backend would use that kernel too, else None."""
+        compiled CPU kernels itself: the prepared batch's ``(out_cache_loc, slots, seq_lens,
+        extend_lens, prompt_rows)`` where this backend would use those kernels too, else None."""
         return None
 
     # CUDA graphs (runtime/cuda_graph_runner.py). A backend that supports them keeps every

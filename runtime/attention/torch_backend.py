@@ -15,7 +15,10 @@ On CPU, every batch (decode, prefill chunks, and any mix) goes to one call per l
 compiled kernel (kernels/cpu_paged_attention.py) that reads each sequence's K/V where it lies in
 the pool, instead of the gathers + SDPA: one pass over the K/V bytes instead of three, no
 padding, and per-row arithmetic that depends neither on the batch nor on how a token arrives
-(decode row or prefill chunk). Without a compiler the gather path below runs.
+(decode row or prefill chunk). Over a bfloat16 pool on a CPU with AMX, prompt tokens go to a
+second kernel on tiles (kernels/cpu_amx_attention.py; ``ForwardBatch.prompt_rows_cpu`` says
+which), generated tokens to the first in any case. Without a compiler the gather path below
+runs.
 
 GQA in decode without copying K/V: query heads ``kv * group .. kv * group + group - 1`` share
 KV head ``kv`` (HF's repeat_kv order), so viewing q as (batch, kv_heads, group, head_dim) lets
@@ -29,6 +32,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from radixlm.kernels.cpu_amx_attention import (
+    CpuAmxPromptAttention,
+    load_cpu_amx_prompt_attention,
+)
 from radixlm.kernels.cpu_paged_attention import (
     CpuPagedAttention,
     load_cpu_paged_attention,
@@ -53,6 +60,8 @@ class _KernelBatch:
     slots: torch.Tensor  # (batch, max_len) KV slots per sequence
     seq_lens: torch.Tensor  # (batch,)
     extend_lens: torch.Tensor  # (batch,) new tokens per sequence
+    # (batch,) leading new tokens that are prompt tokens, for the prompt kernel (zeros: none)
+    prompt_rows: torch.Tensor
 
 
 @dataclass(frozen=True)
@@ -99,6 +108,11 @@ class TorchAttentionBackend(AttentionBackend):
         self._cpu_kernel: CpuPagedAttention | None = (
             load_cpu_paged_attention() if on_cpu and supports_head_dim(head_dim) else None
         )
+        self._prompt_kernel: CpuAmxPromptAttention | None = (
+            load_cpu_amx_prompt_attention(kv_cache.dtype, head_dim)
+            if self._cpu_kernel is not None
+            else None
+        )
         self._out_cache_loc = torch.empty(0, dtype=torch.int64)
         self._kernel_batch: _KernelBatch | None = None
         self._plan: list[_DecodeGroup | _ExtendSeq | _ExtendGroup] = []
@@ -112,6 +126,12 @@ class TorchAttentionBackend(AttentionBackend):
                 ],
                 seq_lens=batch.seq_lens,
                 extend_lens=torch.tensor(batch.extend_lens_cpu, dtype=torch.int64),
+                prompt_rows=torch.tensor(
+                    batch.prompt_rows_cpu
+                    if self._prompt_kernel is not None and batch.prompt_rows_cpu is not None
+                    else (0,) * batch.batch_size,
+                    dtype=torch.int64,
+                ),
             )
             return
         if batch.mode is ForwardMode.DECODE:
@@ -232,7 +252,13 @@ class TorchAttentionBackend(AttentionBackend):
         batch = self._kernel_batch
         if self._cpu_kernel is None or batch is None:
             return None
-        return self._out_cache_loc, batch.slots, batch.seq_lens, batch.extend_lens
+        return (
+            self._out_cache_loc,
+            batch.slots,
+            batch.seq_lens,
+            batch.extend_lens,
+            batch.prompt_rows,
+        )
 
     def forward(
         self,
@@ -252,15 +278,12 @@ class TorchAttentionBackend(AttentionBackend):
             queries = q.float()
             if queries.stride(-1) != 1 or queries.stride(-2) != queries.shape[-1]:
                 queries = queries.contiguous()
-            return self._cpu_kernel(
-                queries,
-                k_buffer,
-                v_buffer,
-                kernel_batch.slots,
-                kernel_batch.seq_lens,
-                kernel_batch.extend_lens,
-                scaling,
-            ).to(q.dtype)
+            inputs = (kernel_batch.slots, kernel_batch.seq_lens, kernel_batch.extend_lens)
+            prompt_rows = kernel_batch.prompt_rows
+            out = self._cpu_kernel(queries, k_buffer, v_buffer, *inputs, prompt_rows, scaling)
+            if self._prompt_kernel is not None:
+                self._prompt_kernel(queries, k_buffer, v_buffer, *inputs, prompt_rows, out, scaling)
+            return out.to(q.dtype)
         # SDPA wants the queries in the K/V dtype (bfloat16 K/V beside float32 activations).
         return self._sdpa_forward(q.to(k_buffer.dtype), k_buffer, v_buffer, scaling).to(q.dtype)
 

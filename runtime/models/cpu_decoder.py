@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from radixlm.kernels.cpu_amx_attention import load_cpu_amx_prompt_attention
 from radixlm.kernels.cpu_decoder import load_cpu_decoder
 from radixlm.kernels.cpu_extension import function_address
 from radixlm.kernels.cpu_layer_ops import load_cpu_layer_ops
@@ -36,6 +37,11 @@ def build_cpu_decoder(model: LlamaModel, kv_cache: KVCache) -> Any | None:
         return None
     kernels = {name: function_address(getattr(ops, name)) for name in _LAYER_OPS}
     kernels["paged_attention"] = function_address(paged_attention)
+    # The attention backend takes the same kernel under the same conditions: they agree on
+    # which tokens are prompt rows.
+    prompt_attention = load_cpu_amx_prompt_attention(kv_cache.dtype, attention.head_dim)
+    if prompt_attention is not None:
+        kernels["amx_prompt_attention"] = function_address(prompt_attention)
     routes = []
     for index, layer in enumerate(layers):
         linears = (

@@ -1,12 +1,14 @@
 """The compiled CPU decoder loop (kernels/cpu_decoder.py) against the model's Python layers: the
 same logits and the same K/V, bit for bit, for prompt chunks, decode rows and mixes of both,
-on each matmul route (block kernel for few rows, dense copy for many)."""
+on each matmul route (block kernel for few rows, dense copy for many), and with prompt tokens on
+the AMX prompt kernel where it applies (bfloat16 K/V under int4)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+from radixlm.kernels.cpu_amx_attention import load_cpu_amx_attention
 from radixlm.kernels.cpu_decoder import load_cpu_decoder
 from radixlm.runtime.forward_batch import ForwardMode, build_forward_batch
 from radixlm.runtime.layers.dense_cpu import native_bf16_matmul
@@ -27,6 +29,11 @@ def _runner(tmp_path, quantization: str) -> ModelRunner:
         context_len=512,
         quantization=quantization,
     )
+
+
+# Each sequence's prompt length: sequence 2's second chunk is 25 prompt tokens then 5
+# generated ones (a retracted request recomputing both).
+PROMPT_LENS = {0: 40, 1: 70, 2: 45}
 
 
 class _Pools:
@@ -53,8 +60,9 @@ class _Pools:
             out_cache_loc += new
             ids.append(torch.randint(0, 1000, (num_new,), generator=generator).tolist())
         logits_indices = list(range(len(out_cache_loc)))  # every token's logits
+        prompt_lens = [PROMPT_LENS[seq] for seq, _ in items]
         return build_forward_batch(
-            mode, ids, prefix_lens, rows, out_cache_loc, logits_indices, device="cpu"
+            mode, ids, prefix_lens, rows, out_cache_loc, logits_indices, "cpu", prompt_lens
         )
 
 
@@ -104,6 +112,8 @@ def test_compiled_layers_give_the_python_layers_bits(tmp_path, quantization):
         assert all(torch.equal(a, b) for a, b in zip(_kv(runner), python_kv, strict=True))
     assert decoder.passes == len(passes)
     assert torch.isfinite(compiled).all()
+    on_tiles = runner.attn_backend._prompt_kernel is not None
+    assert on_tiles == (quantization == "int4" and load_cpu_amx_attention() is not None)
 
 
 @needs_compiler

@@ -28,8 +28,16 @@ def _inputs(heads: int, kv_heads: int, head_dim: int, seq_lens: list[int], exten
 
 
 def _run(q, k_buffer, v_buffer, slots, seq_lens, extend_lens, scale):
+    no_prompt_rows = torch.zeros(len(seq_lens), dtype=torch.int64)
     return kernel(
-        q, k_buffer, v_buffer, slots, torch.tensor(seq_lens), torch.tensor(extend_lens), scale
+        q,
+        k_buffer,
+        v_buffer,
+        slots,
+        torch.tensor(seq_lens),
+        torch.tensor(extend_lens),
+        no_prompt_rows,
+        scale,
     )
 
 
