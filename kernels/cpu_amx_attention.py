@@ -15,14 +15,17 @@ hit, and a generated token recomputed in a chunk (after a retraction, or jump-fo
 tokens) gets the FMA kernel's bits as when it was decoded.
 
 A work item is up to 16 query rows ("columns") of one sequence and one KV head: a few tokens x
-the head's query heads. Per 16 keys, the K rows are one A tile (straight from the pool when
+the head's query heads (16 of them at a time past 16). Per 16 keys, the K rows are one A tile (straight from the pool when
 their slots are consecutive, else copied beside each other) and the queries, rounded to
 bfloat16, the B tiles: ``scores^T`` (16 keys x 16 columns) summed in float32. The softmax runs
 down the keys with the columns in the lanes; the probabilities, rounded to bfloat16 and turned
 to rows (a 16 x 16 word transpose per 32 keys), are the A tile of the second product, the value
 rows, pair-interleaved per 32 keys, its B tiles. Key blocks start at key 0 and a column reads
 only its own query and keys (probabilities past its last key are exact zeros), so a token's
-bits do not depend on its chunk or batch.
+bits do not depend on its chunk or batch. One layer of the default model (9 / 3 heads x 64,
+``benchmarks/bench_cpu_attention.py``): 8 x 64 question tokens after 576 cached keys 6.80 ->
+2.26 ms (3.0x), a 2 x 256 prefill 1.66 -> 0.77 ms (2.1x); serving ``generated-shared-prefix``
+with the radix cache, alternating servers, 1.19x and 1.39x.
 
 Layouts (as kernels/cpu_paged_attention.py): q (tokens, heads, head_dim) float32, heads
 contiguous, tokens any stride apart; k_buffer / v_buffer (slots, kv_heads, head_dim) bfloat16;
