@@ -132,8 +132,9 @@ class CpuDecoder {
                  const Tensor& out_cache_loc, const Tensor& slots, const Tensor& seq_lens,
                  const Tensor& extend_lens, const Tensor& prompt_rows) const {
     TORCH_CHECK(hidden.dtype() == torch::kFloat32 && hidden.dim() == 2);
-    TORCH_CHECK(prompt_attention_ || prompt_rows.max().item<int64_t>() == 0,
-                "prompt rows given, but no prompt kernel");
+    // Decode passes have no prompt rows: no call to the prompt kernel per layer then.
+    const bool has_prompt_rows = prompt_rows.max().item<int64_t>() > 0;
+    TORCH_CHECK(prompt_attention_ || !has_prompt_rows, "prompt rows given, but no prompt kernel");
     const int64_t tokens = hidden.size(0);
     const int64_t q_size = num_heads_ * head_dim_, kv_size = num_kv_heads_ * head_dim_;
     Tensor residual;
@@ -157,7 +158,7 @@ class CpuDecoder {
                 qk.narrow(1, num_heads_, num_kv_heads_), v);
       const Tensor attended = attention_(q, layer.k_buffer, layer.v_buffer, slots, seq_lens,
                                          extend_lens, prompt_rows, scale_);
-      if (prompt_attention_)
+      if (has_prompt_rows)
         prompt_attention_(q, layer.k_buffer, layer.v_buffer, slots, seq_lens, extend_lens,
                           prompt_rows, attended, scale_);
       x = add_rms_norm_(layer.o(attended.reshape({tokens, q_size})), residual,

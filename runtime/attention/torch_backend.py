@@ -62,6 +62,7 @@ class _KernelBatch:
     extend_lens: torch.Tensor  # (batch,) new tokens per sequence
     # (batch,) leading new tokens that are prompt tokens, for the prompt kernel (zeros: none)
     prompt_rows: torch.Tensor
+    has_prompt_rows: bool  # False in decode passes: the prompt kernel is not called
 
 
 @dataclass(frozen=True)
@@ -120,18 +121,19 @@ class TorchAttentionBackend(AttentionBackend):
     def prepare(self, batch: ForwardBatch) -> None:
         self._out_cache_loc = batch.out_cache_loc
         if self._cpu_kernel is not None:
+            prompt_rows = (
+                batch.prompt_rows_cpu
+                if self._prompt_kernel is not None and batch.prompt_rows_cpu is not None
+                else (0,) * batch.batch_size
+            )
             self._kernel_batch = _KernelBatch(
                 slots=self.req_to_token_pool.req_to_token[
                     batch.req_pool_indices, : max(batch.seq_lens_cpu)
                 ],
                 seq_lens=batch.seq_lens,
                 extend_lens=torch.tensor(batch.extend_lens_cpu, dtype=torch.int64),
-                prompt_rows=torch.tensor(
-                    batch.prompt_rows_cpu
-                    if self._prompt_kernel is not None and batch.prompt_rows_cpu is not None
-                    else (0,) * batch.batch_size,
-                    dtype=torch.int64,
-                ),
+                prompt_rows=torch.tensor(prompt_rows, dtype=torch.int64),
+                has_prompt_rows=any(prompt_rows),
             )
             return
         if batch.mode is ForwardMode.DECODE:
@@ -281,7 +283,7 @@ class TorchAttentionBackend(AttentionBackend):
             inputs = (kernel_batch.slots, kernel_batch.seq_lens, kernel_batch.extend_lens)
             prompt_rows = kernel_batch.prompt_rows
             out = self._cpu_kernel(queries, k_buffer, v_buffer, *inputs, prompt_rows, scaling)
-            if self._prompt_kernel is not None:
+            if kernel_batch.has_prompt_rows:
                 self._prompt_kernel(queries, k_buffer, v_buffer, *inputs, prompt_rows, out, scaling)
             return out.to(q.dtype)
         # SDPA wants the queries in the K/V dtype (bfloat16 K/V beside float32 activations).
