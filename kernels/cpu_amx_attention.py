@@ -42,7 +42,7 @@ from types import ModuleType
 import torch
 
 from radixlm.kernels.cpu_extension import load_cpu_extension
-from radixlm.kernels.cpu_simd import AMX_SOURCE, EXP8_SOURCE
+from radixlm.kernels.cpu_simd import AMX_CPU_FLAGS, AMX_SOURCE, EXP8_SOURCE
 
 _SOURCE = (
     r"""
@@ -496,6 +496,9 @@ def load_cpu_amx_attention() -> ModuleType | None:
     """The compiled module (``amx_prompt_attention``), or None where this machine cannot build
     it or has no AMX."""
     module = load_cpu_extension(
-        "radixlm_cpu_amx_attention", _SOURCE, ("amx_prompt_attention", "amx_available")
+        "radixlm_cpu_amx_attention",
+        _SOURCE,
+        ("amx_prompt_attention", "amx_available"),
+        cpu_flags=AMX_CPU_FLAGS,
     )
     return module if module is not None and module.amx_available() else None

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 
 from radixlm.kernels.cpu_extension import load_cpu_extension
 from radixlm.kernels.cpu_quant_matmul import q4_1_values
-from radixlm.kernels.cpu_simd import AMX_SOURCE, BF16_SOURCE, EXP8_SOURCE
+from radixlm.kernels.cpu_simd import AMX_CPU_FLAGS, AMX_SOURCE, BF16_SOURCE, EXP8_SOURCE
 
 K_BLOCK = 32  # inputs per tile
 N_BLOCK = 32  # outputs per pass over K (two weight tiles)
@@ -327,6 +327,7 @@ def load_cpu_amx_matmul() -> ModuleType | None:
             "amx_q4_1_to_bf16",
             "amx_available",
         ),
+        cpu_flags=AMX_CPU_FLAGS,
     )
     if module is None or not module.amx_available():
         return None

@@ -3,7 +3,9 @@
 The first build compiles against torch's headers (about half a minute); later processes load
 the cached library from ``~/.cache/torch_extensions`` (or ``TORCH_EXTENSIONS_DIR``). Kernels are
 compiled for the host CPU (``-march=native``): a kernel whose instructions this CPU lacks fails
-to build, and callers keep their torch path. Several kernels may build at once, each in its own
+to build, and callers keep their torch path; a kernel that names the CPU flags it needs is not
+even tried where /proc/cpuinfo lacks them (a failed build is not cached: every process would
+spend half a minute on it again). Several kernels may build at once, each in its own
 thread (a build is a compiler subprocess); a second caller of one kernel waits for its build.
 
 Every module also exports its functions' addresses (``function_address``), so that a compiled
@@ -29,12 +31,32 @@ _addresses: dict[int, int] = {}
 
 
 def load_cpu_extension(
-    name: str, source: str, functions: tuple[str, ...] | None
+    name: str,
+    source: str,
+    functions: tuple[str, ...] | None,
+    cpu_flags: tuple[str, ...] = (),
 ) -> ModuleType | None:
     """The compiled module exposing ``functions``, or None if this machine cannot build it.
-    ``functions=None``: the source binds its own module (``PYBIND11_MODULE``)."""
+    ``functions=None``: the source binds its own module (``PYBIND11_MODULE``). ``cpu_flags``:
+    /proc/cpuinfo's names of the instruction sets the source needs."""
+    known = host_cpu_flags()
+    if known and not known.issuperset(cpu_flags):
+        return None
     with _build_locks[name]:
         return _build_or_load(name, source, functions)
+
+
+@functools.cache
+def host_cpu_flags() -> frozenset[str]:
+    """The CPU's flags as /proc/cpuinfo lists them; empty where it cannot be read."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("flags"):
+                    return frozenset(line.partition(":")[2].split())
+    except OSError:
+        pass
+    return frozenset()
 
 
 def function_address(function: object) -> int | None:

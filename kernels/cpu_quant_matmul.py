@@ -203,10 +203,13 @@ static void check_activations(const torch::Tensor& x, int64_t k) {
   TORCH_CHECK(x.size(1) == k && k % kBlock == 0, "input width must match the weight's");
 }
 
-torch::Tensor q4_1_matmul(torch::Tensor x, torch::Tensor qs, torch::Tensor dm) {
+// out_features is the weight's row count: the signature of every matmul route (dense_cpu.py).
+torch::Tensor q4_1_matmul(torch::Tensor x, torch::Tensor qs, torch::Tensor dm,
+                          int64_t out_features) {
   TORCH_CHECK(qs.dtype() == torch::kUInt8 && qs.dim() == 2 && qs.is_contiguous());
   TORCH_CHECK(dm.dtype() == torch::kFloat16 && dm.is_contiguous());
   const int64_t n = qs.size(0), k = qs.size(1) * 2;
+  TORCH_CHECK(out_features == n, "out_features must be the weight's row count");
   check_activations(x, k);
   TORCH_CHECK(dm.numel() == n * (k / kBlock) * 2);
   const Q4_1 w{qs.data_ptr<uint8_t>(), reinterpret_cast<const uint16_t*>(dm.data_ptr()),
@@ -214,10 +217,12 @@ torch::Tensor q4_1_matmul(torch::Tensor x, torch::Tensor qs, torch::Tensor dm) {
   return matmul(w, x, n);
 }
 
-torch::Tensor q8_0_matmul(torch::Tensor x, torch::Tensor qs, torch::Tensor d) {
+torch::Tensor q8_0_matmul(torch::Tensor x, torch::Tensor qs, torch::Tensor d,
+                          int64_t out_features) {
   TORCH_CHECK(qs.dtype() == torch::kInt8 && qs.dim() == 2 && qs.is_contiguous());
   TORCH_CHECK(d.dtype() == torch::kFloat16 && d.is_contiguous());
   const int64_t n = qs.size(0), k = qs.size(1);
+  TORCH_CHECK(out_features == n, "out_features must be the weight's row count");
   check_activations(x, k);
   TORCH_CHECK(d.numel() == n * (k / kBlock));
   const Q8_0 w{qs.data_ptr<int8_t>(), reinterpret_cast<const uint16_t*>(d.data_ptr()),
@@ -228,7 +233,8 @@ torch::Tensor q8_0_matmul(torch::Tensor x, torch::Tensor qs, torch::Tensor d) {
 
 
 def load_cpu_quant_matmul() -> ModuleType | None:
-    """The compiled module (``q4_1_matmul(x, qs, dm)``, ``q8_0_matmul(x, qs, d)``), or None if
+    """The compiled module (``q4_1_matmul(x, qs, dm, out_features)``,
+    ``q8_0_matmul(x, qs, d, out_features)``), or None if
     this machine cannot build it (no compiler, or no AVX2 / FMA / F16C)."""
     return load_cpu_extension("radixlm_cpu_quant_matmul", _SOURCE, ("q4_1_matmul", "q8_0_matmul"))
 

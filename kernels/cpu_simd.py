@@ -109,6 +109,9 @@ static inline void to_bf16_values(const float* src, at::BFloat16* dst, int64_t n
 }
 """
 
+# /proc/cpuinfo's names of what AMX_SOURCE needs (load_cpu_extension's cpu_flags).
+AMX_CPU_FLAGS = ("amx_tile", "amx_bf16")
+
 # Intel AMX tiles: the configuration block, and the permission Linux grants a process on request.
 AMX_SOURCE = r"""
 #include <immintrin.h>

@@ -12,6 +12,7 @@ import torch
 
 from radixlm.kernels.cpu_amx_attention import load_cpu_amx_attention
 from radixlm.kernels.cpu_amx_matmul import load_cpu_amx_matmul
+from radixlm.kernels.cpu_bf16_matmul import load_cpu_bf16_matmul
 from radixlm.kernels.cpu_decoder import load_cpu_decoder
 from radixlm.kernels.cpu_dense_matmul import load_cpu_dense_matmul
 from radixlm.kernels.cpu_layer_ops import load_cpu_layer_ops
@@ -101,7 +102,7 @@ def _start_cpu_kernel_builds(dtype: torch.dtype, quantization: str) -> list[thre
     if dtype == torch.float32:
         loaders += [load_cpu_dense_matmul, load_cpu_decoder]
     if quantization == "int4" and not native_bf16_matmul():
-        loaders.append(load_cpu_quant_matmul)
+        loaders += [load_cpu_quant_matmul, load_cpu_bf16_matmul]
     if native_bf16_matmul() and (dtype == torch.bfloat16 or quantization == "int4"):
         loaders.append(load_cpu_amx_matmul)
     if native_bf16_matmul() and quantization == "int4":  # bfloat16 K/V: prompt rows on tiles

@@ -33,6 +33,7 @@ from radixlm.kernels.cpu_amx_matmul import (
     load_cpu_amx_matmul,
     pack_amx_weight,
 )
+from radixlm.kernels.cpu_bf16_matmul import load_cpu_bf16_matmul, pack_bf16_dot_weight
 from radixlm.kernels.cpu_dense_matmul import load_cpu_dense_matmul, pack_dense_weight
 
 
@@ -148,6 +149,15 @@ def pack_cpu_weight(weight: torch.Tensor, gated: bool = False) -> CpuWeight:
             weight = interleave_gate_up(weight)
         return amx_cpu_weight(pack_amx_weight(weight), out_features, silu_fused)
     return OneDnnCpuWeight(weight)
+
+
+def bf16_dot_cpu_weight(weight: torch.Tensor) -> KernelCpuWeight | None:
+    """The weight rounded to bfloat16 on the AVX512-BF16 dot-product kernel (float32 inputs
+    rounded to bfloat16, float32 sums), or None where that kernel does not build."""
+    kernels = load_cpu_bf16_matmul()
+    if kernels is None or weight.shape[1] % 2:
+        return None
+    return KernelCpuWeight(pack_bf16_dot_weight(weight), weight.shape[0], kernels.bf16_dot_matmul)
 
 
 def amx_cpu_weight(tiles: torch.Tensor, out_features: int, silu_fused: bool) -> KernelCpuWeight:

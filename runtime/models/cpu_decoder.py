@@ -1,6 +1,6 @@
 """Hands a Llama-family model's CPU layers to the compiled decoder loop (kernels/cpu_decoder.py),
 where every piece of them runs on one of our compiled kernels; None where any does not (a
-oneDNN or AVX2 block matmul, biases, q/k norms, bfloat16 activations, tensor parallelism, no
+oneDNN matmul, biases, q/k norms, bfloat16 activations, tensor parallelism, no
 compiler), and the model keeps its Python layers."""
 
 from __future__ import annotations

@@ -11,7 +11,6 @@ import torch
 from radixlm.kernels.cpu_amx_attention import load_cpu_amx_attention
 from radixlm.kernels.cpu_decoder import load_cpu_decoder
 from radixlm.runtime.forward_batch import ForwardMode, build_forward_batch
-from radixlm.runtime.layers.dense_cpu import native_bf16_matmul
 from radixlm.runtime.model_runner import ModelRunner
 
 from .test_model_layers import shrunk_smollm2
@@ -88,9 +87,6 @@ def test_compiled_layers_give_the_python_layers_bits(tmp_path, quantization):
     runner = _runner(tmp_path, quantization)
     model = runner.model.model
     decoder = model.cpu_decoder
-    if quantization == "int4" and not native_bf16_matmul():
-        assert decoder is None  # the AVX2 block kernel has no compiled route
-        return
     assert decoder is not None
     decoder = _Counted(decoder)
     pools = _Pools(runner)
