@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from radixlm.kernels.cpu_extension import load_cpu_extension
-from radixlm.kernels.cpu_simd import BF16_SOURCE
+from radixlm.kernels.cpu_simd import BF16_SOURCE, PANEL_TILES_SOURCE
 
 PANEL = 48  # outputs per panel: three 16-lane vectors
 
@@ -39,6 +39,7 @@ _SOURCE = (
 #endif
 """
     + BF16_SOURCE
+    + PANEL_TILES_SOURCE
     + r"""
 #define PIN_TO_REGISTER(v) asm("" : "+v"(v))
 
@@ -90,16 +91,6 @@ static inline void tile(const uint32_t* __restrict x_pairs, int64_t pairs,
     }
 }
 
-// Rows left over after the 8-row tiles (1..7), each height its own instantiation.
-template <int R>
-static inline void remainder_tile(int rows, const uint32_t* x, int64_t pairs, const __m512i* panel,
-                                  float* out, int64_t n_total, int columns) {
-  if constexpr (R > 0) {
-    if (rows == R) return tile<R>(x, pairs, panel, out, n_total, columns);
-    remainder_tile<R - 1>(rows, x, pairs, panel, out, n_total, columns);
-  }
-}
-
 // x rounded to bfloat16 as torch rounds it, two inputs per 32-bit lane.
 static torch::Tensor to_bf16_pairs(const torch::Tensor& x) {
   const int64_t rows = x.size(0), k_total = x.size(1);
@@ -126,22 +117,11 @@ torch::Tensor bf16_dot_matmul(torch::Tensor x, torch::Tensor packed, int64_t n_t
   const uint32_t* xs = reinterpret_cast<const uint32_t*>(x_pairs.data_ptr<int32_t>());
   const __m512i* ws = reinterpret_cast<const __m512i*>(packed.data_ptr());
   float* os = out.data_ptr<float>();
-  for (int64_t r0 = 0; r0 < rows; r0 += kRowChunk) {
-    const int64_t r1 = std::min(rows, r0 + kRowChunk);
-    at::parallel_for(0, panels, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t p = begin; p < end; ++p) {
-        const __m512i* panel = ws + p * pairs * kVectors;
-        const int columns = (int)std::min<int64_t>(kPanel, n_total - p * kPanel);
-        int64_t r = r0;
-        for (; r + kMaxRows <= r1; r += kMaxRows)
-          tile<kMaxRows>(xs + r * pairs, pairs, panel, os + r * n_total + p * kPanel, n_total,
-                         columns);
-        if (r < r1)
-          remainder_tile<kMaxRows - 1>((int)(r1 - r), xs + r * pairs, pairs, panel,
-                                       os + r * n_total + p * kPanel, n_total, columns);
-      }
-    });
-  }
+  for_each_panel_tile<kMaxRows>(
+      rows, panels, kPanel, n_total, kRowChunk, [&](auto height, int64_t r, int64_t p, int columns) {
+        tile<decltype(height)::value>(xs + r * pairs, pairs, ws + p * pairs * kVectors,
+                                      os + r * n_total + p * kPanel, n_total, columns);
+      });
   return out;
 }
 """

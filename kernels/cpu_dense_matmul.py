@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from radixlm.kernels.cpu_extension import load_cpu_extension
-from radixlm.kernels.cpu_simd import VEC_SOURCE
+from radixlm.kernels.cpu_simd import PANEL_TILES_SOURCE, VEC_SOURCE
 
 _SOURCE = (
     r"""
@@ -42,6 +42,7 @@ _SOURCE = (
 #endif
 """
     + VEC_SOURCE
+    + PANEL_TILES_SOURCE
     + r"""
 // 16-wide vectors where the CPU has AVX-512 (twice the FMA width), else 8-wide (VEC_SOURCE).
 // Each output is the same FMA chain over k either way, so both give the same bits.
@@ -96,16 +97,6 @@ static inline void tile(const float* __restrict x, int64_t k_total, const float*
     for (int c = 0; c < columns; ++c) out[r * n_total + c] = last[r][c];
 }
 
-// Rows left over after the 4-row tiles (1..3), each height its own instantiation.
-template <int R>
-static inline void remainder_tile(int rows, const float* x, int64_t k_total, const float* panel,
-                                  float* out, int64_t n_total, int columns) {
-  if constexpr (R > 0) {
-    if (rows == R) return tile<R>(x, k_total, panel, out, n_total, columns);
-    remainder_tile<R - 1>(rows, x, k_total, panel, out, n_total, columns);
-  }
-}
-
 torch::Tensor dense_matmul(torch::Tensor x, torch::Tensor packed, int64_t n_total) {
   TORCH_CHECK(x.dtype() == torch::kFloat32 && x.dim() == 2 && x.is_contiguous(),
               "x must be a contiguous 2-D float32 tensor");
@@ -118,22 +109,11 @@ torch::Tensor dense_matmul(torch::Tensor x, torch::Tensor packed, int64_t n_tota
   const float* xs = x.data_ptr<float>();
   const float* ws = packed.data_ptr<float>();
   float* os = out.data_ptr<float>();
-  for (int64_t r0 = 0; r0 < rows; r0 += kRowChunk) {
-    const int64_t r1 = std::min(rows, r0 + kRowChunk);
-    at::parallel_for(0, panels, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t p = begin; p < end; ++p) {
-        const float* panel = ws + p * k_total * kPanel;
-        const int columns = (int)std::min<int64_t>(kPanel, n_total - p * kPanel);
-        int64_t r = r0;
-        for (; r + kMaxRows <= r1; r += kMaxRows)
-          tile<kMaxRows>(xs + r * k_total, k_total, panel, os + r * n_total + p * kPanel, n_total,
-                         columns);
-        if (r < r1)
-          remainder_tile<kMaxRows - 1>((int)(r1 - r), xs + r * k_total, k_total, panel,
-                                       os + r * n_total + p * kPanel, n_total, columns);
-      }
-    });
-  }
+  for_each_panel_tile<kMaxRows>(
+      rows, panels, kPanel, n_total, kRowChunk, [&](auto height, int64_t r, int64_t p, int columns) {
+        tile<decltype(height)::value>(xs + r * k_total, k_total, ws + p * k_total * kPanel,
+                                      os + r * n_total + p * kPanel, n_total, columns);
+      });
   return out;
 }
 """

@@ -109,6 +109,39 @@ static inline void to_bf16_values(const float* src, at::BFloat16* dst, int64_t n
 }
 """
 
+# The loop of the register-tile matmuls (cpu_dense_matmul.py, cpu_bf16_matmul.py) over their
+# weight panels: ``tile(std::integral_constant<int, R>{}, first_row, panel, columns)`` for every
+# tile of R <= kMaxRows rows of every panel, torch's threads splitting the panels. Rows go in
+# chunks of ``row_chunk`` whose inputs stay in L2 while the panels stream.
+PANEL_TILES_SOURCE = r"""
+#include <ATen/Parallel.h>
+#include <type_traits>
+
+template <int R, typename Tile>
+static inline void tile_of_height(int rows, const Tile& tile, int64_t row, int64_t panel,
+                                  int columns) {
+  if constexpr (R > 0) {
+    if (rows == R) return tile(std::integral_constant<int, R>{}, row, panel, columns);
+    tile_of_height<R - 1>(rows, tile, row, panel, columns);
+  }
+}
+
+template <int kMaxRows, typename Tile>
+static void for_each_panel_tile(int64_t rows, int64_t panels, int64_t panel_width,
+                                int64_t n_total, int64_t row_chunk, const Tile& tile) {
+  for (int64_t r0 = 0; r0 < rows; r0 += row_chunk) {
+    const int64_t r1 = std::min(rows, r0 + row_chunk);
+    at::parallel_for(0, panels, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t p = begin; p < end; ++p) {
+        const int columns = (int)std::min<int64_t>(panel_width, n_total - p * panel_width);
+        for (int64_t r = r0; r < r1; r += kMaxRows)
+          tile_of_height<kMaxRows>((int)std::min<int64_t>(kMaxRows, r1 - r), tile, r, p, columns);
+      }
+    });
+  }
+}
+"""
+
 # /proc/cpuinfo's names of what AMX_SOURCE needs (load_cpu_extension's cpu_flags).
 AMX_CPU_FLAGS = ("amx_tile", "amx_bf16")
 
