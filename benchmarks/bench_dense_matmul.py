@@ -1,8 +1,9 @@
 """CPU matmuls on the default model's linear shapes: our packed kernel vs oneDNN on its packed
 weights (what the linears ran before) vs ``F.linear`` (re-packing the weight every call).
-float32: kernels/cpu_dense_matmul.py; ``--dtype bfloat16`` (CPUs with AMX): bfloat16 weights
-on kernels/cpu_amx_matmul.py, float32 activations in and out as int4 mode passes them (oneDNN
-and F.linear get them cast to bfloat16 and back).
+float32: kernels/cpu_dense_matmul.py; ``--dtype bfloat16``: bfloat16 weights on
+kernels/cpu_amx_matmul.py (CPUs with AMX) or kernels/cpu_bf16_matmul.py (AVX512-BF16 without
+AMX), float32 activations in and out as int4 mode passes them (oneDNN and F.linear get them
+cast to bfloat16 and back), beside our float32 kernel on the same weights (``ours f32``).
 
 The rounds interleave the three, and each reports its best round, so the VM's drifting speed
 falls on all of them alike. GFLOP/s = 2 * rows * in * out / seconds.
@@ -21,7 +22,12 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from radixlm.runtime.layers.dense_cpu import KernelCpuWeight, pack_cpu_weight
+from radixlm.runtime.layers.dense_cpu import (
+    KernelCpuWeight,
+    bf16_dot_cpu_weight,
+    native_bf16_matmul,
+    pack_cpu_weight,
+)
 
 # SmolLM2-135M: fused q/k/v, o_proj, fused gate/up, down_proj, the LM head.
 SHAPES = {"qkv": (576, 960), "o": (576, 576), "gate_up": (576, 3072), "down": (1536, 576),
@@ -47,7 +53,10 @@ def main() -> None:
         f"torch {torch.__version__}, threads {torch.get_num_threads()}, {args.dtype} weights; "
         "GFLOP/s, best round"
     )
-    print(f"{'rows':>5} {'layer':>8} {'ours':>6} {'oneDNN':>7} {'F.linear':>9} {'vs oneDNN':>10}")
+    print(
+        f"{'rows':>5} {'layer':>8} {'ours':>6} {'oneDNN':>7} {'F.linear':>9} {'vs oneDNN':>10}"
+        f" {'ours f32':>9}"
+    )
     generator = torch.Generator().manual_seed(0)
     for rows in (int(r) for r in args.rows.split(",")):
         for name, (in_features, out_features) in SHAPES.items():
@@ -56,7 +65,8 @@ def main() -> None:
             rate = best_rates(x, weight.to(dtype), args.rounds)
             print(
                 f"{rows:>5} {name:>8} {rate['ours']:>6.0f} {rate['onednn']:>7.0f} "
-                f"{rate['f_linear']:>9.0f} {rate['ours'] / rate['onednn']:>9.2f}x",
+                f"{rate['f_linear']:>9.0f} {rate['ours'] / rate['onednn']:>9.2f}x"
+                f" {rate.get('ours_f32', rate['ours']):>9.0f}",
                 flush=True,
             )
 
@@ -64,8 +74,11 @@ def main() -> None:
 def our_matmul(weight: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
     """Our kernel for the weight's dtype (what the linears run), on the weight packed once."""
     packed = pack_cpu_weight(weight)
+    if weight.dtype == torch.bfloat16 and not native_bf16_matmul():
+        packed = bf16_dot_cpu_weight(weight)
     assert isinstance(packed, KernelCpuWeight), (
-        "our kernel does not build here (float32: a C++ compiler and AVX2; bf16: AMX tiles)"
+        "our kernel does not build here (float32: a C++ compiler and AVX2; bfloat16: AMX tiles "
+        "or AVX512-BF16)"
     )
     return packed.matmul
 
@@ -82,6 +95,9 @@ def best_rates(x: torch.Tensor, weight: torch.Tensor, rounds: int):
         ).float(),
         "f_linear": lambda: F.linear(x.to(dtype), weight).float(),
     }
+    if dtype != torch.float32:
+        ours_f32 = our_matmul(weight.float())
+        candidates["ours_f32"] = lambda: ours_f32(x)
     tolerance = 1e-4 if dtype == torch.float32 else 1e-2
     torch.testing.assert_close(
         candidates["ours"](), candidates["f_linear"](), rtol=tolerance, atol=tolerance * 10
