@@ -54,22 +54,20 @@ def dense_cpu_supported(device: torch.device, dtype: torch.dtype) -> bool:
 
 @dataclass(frozen=True)
 class MatmulRoute:
-    """One way a CPU weight runs ``x @ W^T``: a compiled ``kernel(rows, *weights[, width])``
-    for passes of up to ``max_rows`` rows (None: any number). The compiled decoder loop
-    (kernels/cpu_decoder.py) calls the kernels of routes with a width directly."""
+    """One way a CPU weight runs ``x @ W^T``: a compiled ``kernel(rows, *weights, width)``
+    (width: the output's) for passes of up to ``max_rows`` rows (None: any number). The
+    compiled decoder loop (kernels/cpu_decoder.py) calls these kernels directly."""
 
     max_rows: int | None
     kernel: Callable[..., torch.Tensor]
     weights: tuple[torch.Tensor, ...]
-    width: int | None
+    width: int
 
     def takes(self, rows: int) -> bool:
         return self.max_rows is None or rows <= self.max_rows
 
     def run(self, rows: torch.Tensor) -> torch.Tensor:
         """The kernel on 2-D contiguous ``rows``."""
-        if self.width is None:
-            return self.kernel(rows, *self.weights)
         return self.kernel(rows, *self.weights, self.width)
 
 

@@ -13,10 +13,12 @@ copy of the same weights (a GEMM is faster there, compute-bound). Three regimes:
 - AVX2 CPUs: the kernel writes the activations as int8 blocks (two parts each: about bfloat16
   precision), the copy is float32; a request's logits move by that rounding when its batch
   crosses the row limit.
-- CPUs with AVX512-BF16 dot products but no AMX (AMD Zen 4): the same kernel, up to 2 rows; the
-  copy holds the weights in bfloat16 on kernels/cpu_bf16_matmul.py (inputs rounded to
-  bfloat16 too: about twice the float32 copy's speed), and a request's logits move by the
-  two roundings' difference when its batch crosses the row limit.
+- CPUs with AVX512-BF16 dot products but no AMX (AMD Zen 4): every pass runs a bfloat16 copy on
+  kernels/cpu_bf16_matmul.py (inputs rounded to bfloat16 too; about twice the float32 copy's
+  speed), so a row's result never depends on its batch. The block kernel would be faster for
+  1-2 rows (decode steps, context 320, Zen 4: 1 row 7.25 vs 10.14 ms, 2 rows 9.57 vs 12.02; 4
+  rows 17.23 vs 12.46) but rounds differently: greedy outputs then changed with the batch
+  (retraction, concurrency) beyond near-ties.
 - CPUs with AMX tiles: the Q4_1 kernel dequantizes each weight tile to bfloat16 as the pass
   reaches it (kernels/cpu_amx_matmul.py), and the copy holds the very same bfloat16 values on
   the same AMX kernel, so both give the same bits and a row's result never depends on its
@@ -62,9 +64,6 @@ QuantFormat = Literal["q4_1", "q8_0"]
 # float32 copy on kernels/cpu_dense_matmul.py, interleaved) 2 rows 15.2 vs 27.2 ms, 4 rows 23.6
 # vs 26.5, 6 rows 34.4 vs 35.2, 8 rows 40.2 vs 36.0.
 KERNEL_MAX_ROWS = 6
-# The same against a bfloat16 copy on AVX512-BF16 dot products (AMD EPYC Zen 4, context 320,
-# interleaved): 1 row 7.25 vs 10.14 ms, 2 rows 9.57 vs 12.02, 4 rows 17.23 vs 12.46.
-BF16_DOT_KERNEL_MAX_ROWS = 2
 # The same on AMX (benchmarks/bench_amx_q4_1.py: the layers' four matmuls x 30, Intel Xeon,
 # best of 3): 1 row 7.2 vs 8.7 ms, 8 rows 6.9 vs 8.0, 32 rows 8.9 vs 11.2, 64 rows 16.1 vs
 # 15.2 (the kernel dequantizes a tile once per 32 rows).
@@ -93,15 +92,17 @@ class QuantizedWeight:
             self._use_amx(weight, quant_format, gated)
             return
         qs, scales, dequantized = _quantize(weight, quant_format)
-        bf16_copy = bf16_dot_cpu_weight(dequantized)
-        self.dense_copy: CpuWeight = bf16_copy or pack_cpu_weight(dequantized)
         self.silu_fused = False
+        bf16_copy = bf16_dot_cpu_weight(dequantized)
+        if bf16_copy is not None:  # every pass on it: a row's bits never depend on its batch
+            self.dense_copy: CpuWeight = bf16_copy
+            return
+        self.dense_copy = pack_cpu_weight(dequantized)
         kernels = load_cpu_quant_matmul()
         if kernels is not None:
             self.blocks = (qs, scales)
             kernel = kernels.q4_1_matmul if quant_format == "q4_1" else kernels.q8_0_matmul
-            max_rows = KERNEL_MAX_ROWS if bf16_copy is None else BF16_DOT_KERNEL_MAX_ROWS
-            self._route = MatmulRoute(max_rows, kernel, self.blocks, weight.shape[0])
+            self._route = MatmulRoute(KERNEL_MAX_ROWS, kernel, self.blocks, weight.shape[0])
 
     def _use_amx(self, weight: torch.Tensor, quant_format: QuantFormat, gated: bool) -> None:
         out_features, in_features = weight.shape

@@ -84,7 +84,7 @@ def _route_specs(linear: LinearBase) -> list[tuple] | None:
     specs = []
     for route in routes:
         address = function_address(route.kernel)
-        if address is None or route.width is None:
+        if address is None:
             return None
         max_rows = -1 if route.max_rows is None else route.max_rows
         specs.append((max_rows, address, list(route.weights), route.width))
