@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from radixlm.kernels.cpu_paged_attention import load_cpu_paged_attention
+from radixlm.kernels.cpu_paged_attention import load_cpu_paged_attention, rounds_bf16_queries
 from radixlm.kernels.reference import paged_attention_reference
 
 kernel = load_cpu_paged_attention()
@@ -25,6 +25,17 @@ def _inputs(heads: int, kv_heads: int, head_dim: int, seq_lens: list[int], exten
     )
     q = torch.randn(sum(extend_lens), heads, head_dim, generator=generator)
     return q, k_buffer, v_buffer, slots
+
+
+def _reference(q, k_buffer, v_buffer, slots, seq_lens, extend_lens, scale):
+    """The reference on the queries as the kernel multiplies them: with AVX512-BF16 dot
+    products against a bfloat16 pool (head_dim 32 and up), rounded to bfloat16."""
+    if k_buffer.dtype == torch.bfloat16 and rounds_bf16_queries() and q.shape[-1] >= 32:
+        q = q.bfloat16().float()
+    indices = list(range(len(seq_lens)))
+    return paged_attention_reference(
+        q, k_buffer, v_buffer, slots, indices, seq_lens, extend_lens, scale
+    )
 
 
 def _run(q, k_buffer, v_buffer, slots, seq_lens, extend_lens, scale):
@@ -57,9 +68,7 @@ def _run(q, k_buffer, v_buffer, slots, seq_lens, extend_lens, scale):
 def test_matches_the_paged_reference(dtype, heads, kv_heads, head_dim, seq_lens, extend_lens):
     q, k_buffer, v_buffer, slots = _inputs(heads, kv_heads, head_dim, seq_lens, extend_lens, dtype)
     scale = head_dim**-0.5
-    expected = paged_attention_reference(
-        q, k_buffer, v_buffer, slots, list(range(len(seq_lens))), seq_lens, extend_lens, scale
-    )
+    expected = _reference(q, k_buffer, v_buffer, slots, seq_lens, extend_lens, scale)
     out = _run(q, k_buffer, v_buffer, slots, seq_lens, extend_lens, scale)
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
 
@@ -137,9 +146,7 @@ def test_decode_rows_sharing_a_cached_prefix(dtype, heads, kv_heads, head_dim, s
     )
     scale = head_dim**-0.5
     together = _run(q, k_buffer, v_buffer, slots, seq_lens, extend_lens, scale)
-    expected = paged_attention_reference(
-        q, k_buffer, v_buffer, slots, list(range(len(seq_lens))), seq_lens, extend_lens, scale
-    )
+    expected = _reference(q, k_buffer, v_buffer, slots, seq_lens, extend_lens, scale)
     torch.testing.assert_close(together, expected, rtol=1e-5, atol=1e-5)
     start = 0
     for row, (seq_len, extend_len) in enumerate(zip(seq_lens, extend_lens, strict=True)):
