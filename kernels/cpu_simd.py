@@ -82,9 +82,9 @@ RADIXLM_DEFINE_SILU_MUL(silu_mul16, __m512, _mm512, exp16)
 """
 
 # float32 -> bfloat16 as torch rounds (c10: to nearest even, denormals kept), one definition for
-# every kernel that converts (activations for the AMX tiles, K/V rows into the pool). The
-# AVX512-BF16 instruction rounds the same way but flushes denormals: a 32-value block holding
-# one goes value by value (they are rare). A NaN stays a NaN (its payload may differ).
+# every kernel that converts (activations for the AMX tiles and the dot products, K/V rows into
+# the pool). The AVX512-BF16 instruction rounds the same way but flushes denormals: a 32-value
+# block holding one goes value by value (they are rare). A NaN stays a NaN (its payload may differ).
 BF16_SOURCE = r"""
 #include <immintrin.h>
 
