@@ -20,37 +20,24 @@ from radixlm.kernels.cpu_quant_matmul import dequantize_q4_1, pack_q4_1
 from radixlm.runtime.layers import dense_cpu
 from radixlm.runtime.layers.activation import silu_and_mul
 from radixlm.runtime.layers.linear import ColumnParallelLinear
+from tests.runtime.bf16_matmul_checks import bf16_operands, check_bf16_product_and_batch_invariance
 
 kernels = load_cpu_amx_matmul()
 pytestmark = pytest.mark.skipif(kernels is None, reason="no AMX tiles (or no compiler) here")
 
 
-def _operands(rows: int, out_features: int, in_features: int):
-    gen = torch.Generator().manual_seed(rows * 1000 + out_features)
-    return (
-        torch.randn(rows, in_features, generator=gen),
-        torch.randn(out_features, in_features, generator=gen) * 0.05,
-    )
-
-
 @pytest.mark.parametrize("rows", [1, 3, 16, 17, 31, 32, 33, 70])
 @pytest.mark.parametrize(("out_features", "in_features"), [(32, 32), (40, 64), (960, 576)])
 def test_matches_the_bf16_product_and_rows_are_batch_invariant(rows, out_features, in_features):
-    x, weight = _operands(rows, out_features, in_features)
+    x, weight = bf16_operands(rows, out_features, in_features)
     packed = pack_amx_weight(weight)
-    out = kernels.amx_matmul(x, packed, out_features)
-    assert out.shape == (rows, out_features) and out.dtype == torch.float32
-    # bfloat16 products are exact; only the float32 sums round.
-    expected = x.bfloat16().double() @ weight.bfloat16().double().T
-    torch.testing.assert_close(out.double(), expected, rtol=1e-5, atol=1e-5 * in_features**0.5)
-    for row in range(rows):
-        alone = kernels.amx_matmul(x[row : row + 1], packed, out_features)
-        assert torch.equal(alone[0], out[row]), row
-    assert torch.equal(kernels.amx_matmul(x[1:], packed, out_features), out[1:])
+    check_bf16_product_and_batch_invariance(
+        lambda rows: kernels.amx_matmul(rows, packed, out_features), x, weight
+    )
 
 
 def test_bf16_activations_come_back_in_bf16():
-    x, weight = _operands(5, 64, 96)
+    x, weight = bf16_operands(5, 64, 96)
     packed = pack_amx_weight(weight)
     out = kernels.amx_matmul(x.bfloat16(), packed, 64)
     assert out.dtype == torch.bfloat16
@@ -106,7 +93,7 @@ def test_q4_1_matmul_equals_the_bf16_copy_bit_for_bit(rows, out_features, in_fea
 @pytest.mark.parametrize("rows", [1, 7, 16, 31, 33, 70])
 def test_silu_epilogue_equals_the_separate_silu_and_mul_bit_for_bit(rows):
     ops = load_cpu_layer_ops()
-    x, weight = _operands(rows, 2 * 96, 64)  # fused [gate | up] of an MLP of width 96
+    x, weight = bf16_operands(rows, 2 * 96, 64)  # fused [gate | up] of an MLP of width 96
     expected = ops.silu_and_mul(kernels.amx_matmul(x, pack_amx_weight(weight), 2 * 96))
     fused = kernels.amx_matmul_silu(x, pack_amx_weight(interleave_gate_up(weight)), 2 * 96)
     assert fused.shape == (rows, 96) and torch.equal(fused, expected)

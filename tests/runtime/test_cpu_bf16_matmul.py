@@ -12,38 +12,25 @@ import torch
 from radixlm.kernels.cpu_bf16_matmul import load_cpu_bf16_matmul, pack_bf16_dot_weight
 from radixlm.runtime.layers.dense_cpu import native_bf16_matmul
 from radixlm.runtime.layers.linear import ColumnParallelLinear
+from tests.runtime.bf16_matmul_checks import bf16_operands, check_bf16_product_and_batch_invariance
 
 kernels = load_cpu_bf16_matmul()
 pytestmark = pytest.mark.skipif(kernels is None, reason="no AVX512-BF16 (or no compiler) here")
 
 
-def _operands(rows: int, out_features: int, in_features: int):
-    gen = torch.Generator().manual_seed(rows * 1000 + out_features)
-    return (
-        torch.randn(rows, in_features, generator=gen),
-        torch.randn(out_features, in_features, generator=gen) * 0.05,
-    )
-
-
 @pytest.mark.parametrize("rows", [1, 3, 8, 9, 31, 32, 200])
 @pytest.mark.parametrize(("out_features", "in_features"), [(48, 32), (40, 38), (960, 576)])
 def test_matches_the_bf16_product_and_rows_are_batch_invariant(rows, out_features, in_features):
-    x, weight = _operands(rows, out_features, in_features)
+    x, weight = bf16_operands(rows, out_features, in_features)
     packed = pack_bf16_dot_weight(weight)
-    out = kernels.bf16_dot_matmul(x, packed, out_features)
-    assert out.shape == (rows, out_features) and out.dtype == torch.float32
-    # bfloat16 products are exact; only the float32 sums round.
-    expected = x.bfloat16().double() @ weight.bfloat16().double().T
-    torch.testing.assert_close(out.double(), expected, rtol=1e-5, atol=1e-5 * in_features**0.5)
-    for row in range(0, rows, 7):
-        alone = kernels.bf16_dot_matmul(x[row : row + 1], packed, out_features)
-        assert torch.equal(alone[0], out[row]), row
-    assert torch.equal(kernels.bf16_dot_matmul(x[1:], packed, out_features), out[1:])
+    check_bf16_product_and_batch_invariance(
+        lambda rows: kernels.bf16_dot_matmul(rows, packed, out_features), x, weight, row_step=7
+    )
 
 
 def test_denormal_inputs_count_as_zero():
     """VDPBF16PS treats denormal operands as zero (documented in the module)."""
-    x, weight = _operands(2, 48, 64)
+    x, weight = bf16_operands(2, 48, 64)
     x[0] = 0
     x[0, :20] = 3e-39  # a float32 denormal; bfloat16 keeps it (torch rounds it to 2.99e-39)
     weight[:, :20] = 1e30
